@@ -1,0 +1,255 @@
+//! The crate's one error type: [`Error`], with an [`ErrorKind`] to match on.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// What went wrong, for callers to match on. New kinds may be added.
+///
+/// ```
+/// use layermount::{ErrorKind, IdMap};
+/// let err = IdMap::parse("0:1000").unwrap_err();
+/// assert!(matches!(err.kind(), ErrorKind::InvalidIdMap(_)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A system call failed; [`Error::raw_os_error`] has the errno.
+    Os,
+    /// An id map was malformed; the inner value says how.
+    InvalidIdMap(IdMapProblem),
+    /// A recursive removal met a mount point and stopped before deleting anything beneath it.
+    /// [`Error::path`] is the mount point.
+    MountBoundary,
+    /// A tree that is or was attached to the mount table cannot be idmapped (the kernel only idmaps detached
+    /// clones).
+    AlreadyAttached,
+    /// The tree already carries an idmap; the kernel refuses a second one.
+    AlreadyIdmapped,
+    /// The running kernel (or the forced feature level) lacks what the operation needs.
+    NotSupported,
+    /// An argument was wrong: a relative path where an absolute one is needed, a file where a directory is
+    /// needed, an empty name, and so on.
+    InvalidInput,
+    /// The caller lacks a privilege the operation needs (usually `CAP_SYS_ADMIN`).
+    PermissionDenied,
+}
+
+/// How an id map was malformed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IdMapProblem {
+    /// No range at all.
+    Empty,
+    /// A range is not `container:host:size`.
+    Malformed,
+    /// A field is negative, not a number, or does not fit in `u32`.
+    NotANumber,
+    /// A range has size 0.
+    ZeroSize,
+    /// `start + size` overflows the 32-bit id space.
+    Overflow,
+    /// Two ranges overlap on the container (namespace) side.
+    OverlappingContainer,
+    /// Two ranges overlap on the host side.
+    OverlappingHost,
+    /// More than 340 ranges (the kernel's limit).
+    TooManyExtents,
+}
+
+impl fmt::Display for IdMapProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Empty => "empty id map",
+            Self::Malformed => "range is not container:host:size",
+            Self::NotANumber => "not an unsigned 32-bit number",
+            Self::ZeroSize => "range of size 0",
+            Self::Overflow => "range overflows the 32-bit id space",
+            Self::OverlappingContainer => "container ranges overlap",
+            Self::OverlappingHost => "host ranges overlap",
+            Self::TooManyExtents => "more than 340 ranges",
+        })
+    }
+}
+
+/// An error from layermount: the operation, the path(s) it was working on, the cause, and for new-mount-API
+/// calls the messages the kernel left on the filesystem context.
+///
+/// It displays as one line, `operation path: cause`, fit for a log or a command-line error.
+///
+/// ```
+/// use layermount::{ErrorKind, IdMap};
+/// let err = IdMap::parse("0:0:0").unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::InvalidIdMap(layermount::IdMapProblem::ZeroSize));
+/// assert_eq!(err.to_string(), "parse id map: range of size 0: \"0:0:0\"");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    kind: ErrorKind,
+    operation: &'static str,
+    path: Option<PathBuf>,
+    errno: Option<i32>,
+    detail: Option<String>,
+    kernel_messages: Vec<String>,
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A new error of `kind` raised by `operation`.
+    pub(crate) fn new(kind: ErrorKind, operation: &'static str) -> Self {
+        Self { kind, operation, path: None, errno: None, detail: None, kernel_messages: Vec::new() }
+    }
+
+    /// A failed system call. EPERM and EACCES become [`ErrorKind::PermissionDenied`], ENOSYS
+    /// [`ErrorKind::NotSupported`]; every other errno is [`ErrorKind::Os`].
+    pub(crate) fn os(operation: &'static str, errno: rustix::io::Errno) -> Self {
+        let kind = match errno {
+            rustix::io::Errno::PERM | rustix::io::Errno::ACCESS => ErrorKind::PermissionDenied,
+            rustix::io::Errno::NOSYS => ErrorKind::NotSupported,
+            _ => ErrorKind::Os,
+        };
+        let mut e = Self::new(kind, operation);
+        e.errno = Some(errno.raw_os_error());
+        e
+    }
+
+    /// From a `std::io::Error` (file reads and the like).
+    pub(crate) fn io(operation: &'static str, err: &std::io::Error) -> Self {
+        match err.raw_os_error() {
+            Some(n) => Self::os(operation, rustix::io::Errno::from_raw_os_error(n)),
+            None => Self::new(ErrorKind::Os, operation).with_detail(err.to_string()),
+        }
+    }
+
+    pub(crate) fn with_path(mut self, path: impl AsRef<Path>) -> Self {
+        self.path = Some(path.as_ref().to_path_buf());
+        self
+    }
+
+    pub(crate) fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub(crate) fn with_kernel_messages(mut self, messages: Vec<String>) -> Self {
+        self.kernel_messages = messages;
+        self
+    }
+
+    /// What went wrong, to match on.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The operation that failed, e.g. `"remove_all"`, `"idmap tree"`, `"fsconfig lowerdir+"`.
+    pub fn operation(&self) -> &'static str {
+        self.operation
+    }
+
+    /// The path the operation was working on, if it had one. For [`ErrorKind::MountBoundary`] this is the mount
+    /// point that stopped it.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The errno of the failed system call, if one failed.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        self.errno
+    }
+
+    /// The messages the kernel wrote to the filesystem-context fd (`fsopen`) before the failure, oldest first,
+    /// e.g. `"e overlayfs: failed to clone lowerpath"`.
+    pub fn kernel_messages(&self) -> &[String] {
+        &self.kernel_messages
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.operation)?;
+        if let Some(p) = &self.path {
+            write!(f, " {}", p.display())?;
+        }
+        f.write_str(": ")?;
+        let mut need_sep = false;
+        match self.kind {
+            ErrorKind::InvalidIdMap(p) => {
+                write!(f, "{p}")?;
+                need_sep = true;
+            }
+            ErrorKind::MountBoundary => {
+                f.write_str("is a mount point; refusing to cross it")?;
+                need_sep = true;
+            }
+            ErrorKind::AlreadyAttached => {
+                f.write_str("tree is or was attached; only a detached clone can be idmapped")?;
+                need_sep = true;
+            }
+            ErrorKind::AlreadyIdmapped => {
+                f.write_str("tree is already idmapped")?;
+                need_sep = true;
+            }
+            _ => {}
+        }
+        if let Some(d) = &self.detail {
+            if need_sep {
+                f.write_str(": ")?;
+            }
+            f.write_str(d)?;
+            need_sep = true;
+        }
+        if let Some(n) = self.errno {
+            if need_sep {
+                f.write_str(": ")?;
+            }
+            write!(f, "{}", std::io::Error::from_raw_os_error(n))?;
+            need_sep = true;
+        }
+        if !need_sep {
+            f.write_str(match self.kind {
+                ErrorKind::NotSupported => "not supported by this kernel",
+                ErrorKind::PermissionDenied => "permission denied",
+                ErrorKind::InvalidInput => "invalid input",
+                _ => "failed",
+            })?;
+        }
+        if !self.kernel_messages.is_empty() {
+            write!(f, " (kernel: {})", self.kernel_messages.join("; "))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<Error> for std::io::Error {
+    fn from(e: Error) -> Self {
+        let kind = match e.kind {
+            ErrorKind::PermissionDenied => std::io::ErrorKind::PermissionDenied,
+            ErrorKind::NotSupported => std::io::ErrorKind::Unsupported,
+            ErrorKind::InvalidInput | ErrorKind::InvalidIdMap(_) => std::io::ErrorKind::InvalidInput,
+            ErrorKind::MountBoundary => std::io::ErrorKind::ResourceBusy,
+            _ => match e.errno {
+                Some(n) => std::io::Error::from_raw_os_error(n).kind(),
+                None => std::io::ErrorKind::Other,
+            },
+        };
+        std::io::Error::new(kind, e)
+    }
+}
+
+/// Attach an operation (and path) to a `rustix` result.
+pub(crate) trait Context<T> {
+    fn op(self, operation: &'static str) -> Result<T>;
+    fn op_path(self, operation: &'static str, path: &Path) -> Result<T>;
+}
+
+impl<T> Context<T> for rustix::io::Result<T> {
+    fn op(self, operation: &'static str) -> Result<T> {
+        self.map_err(|e| Error::os(operation, e))
+    }
+    fn op_path(self, operation: &'static str, path: &Path) -> Result<T> {
+        self.map_err(|e| Error::os(operation, e).with_path(path))
+    }
+}

@@ -1,0 +1,321 @@
+//! [`Features`]: one cached probe of what the running kernel can do, by trying each operation, and a way to force
+//! a lower [`OverlayLevel`] so every fallback path can be exercised on a new kernel.
+//!
+//! The probes that need privilege work on detached tmpfs mounts made with `fsmount`, which are never attached to
+//! any mount table, so probing changes nothing on the host.
+
+use std::fmt;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::OnceLock;
+
+use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
+use rustix::io::Errno;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::fscontext::FsContext;
+use crate::idmap::IdMap;
+use crate::sys;
+use crate::tree::DetachedTree;
+use crate::userns::UserNamespace;
+
+/// The environment variable that caps the overlay strategy: `legacy`, `string`, `fd` or `detached`.
+pub const OVERLAY_LEVEL_ENV: &str = "LAYERMOUNT_OVERLAY_LEVEL";
+
+/// `STATX_MNT_ID_UNIQUE` (Linux 6.8).
+const STATX_MNT_ID_UNIQUE: u32 = 0x4000;
+
+/// How overlay layers can be handed to the kernel, best last. Each level implies the ones below it.
+///
+/// ```
+/// use layermount::OverlayLevel;
+/// assert!(OverlayLevel::DetachedLayers > OverlayLevel::Legacy);
+/// assert_eq!("fd".parse::<OverlayLevel>()?, OverlayLevel::LowerdirFds);
+/// # Ok::<(), layermount::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OverlayLevel {
+    /// `mount(2)` with one `lowerdir=a:b:c` string (any kernel; one page of options).
+    Legacy,
+    /// `fsconfig(FSCONFIG_SET_STRING, "lowerdir+")` per layer (Linux 6.8).
+    LowerdirStrings,
+    /// `fsconfig(FSCONFIG_SET_FD, "lowerdir+")` per layer with `O_RDONLY` fds (Linux 6.13).
+    LowerdirFds,
+    /// `O_PATH` layer fds opened inside detached (idmapped) clones (Linux 6.15, 6.13.10, 6.14.2).
+    DetachedLayers,
+}
+
+impl OverlayLevel {
+    /// The name used by [`OVERLAY_LEVEL_ENV`] and the CLI.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Legacy => "legacy",
+            Self::LowerdirStrings => "string",
+            Self::LowerdirFds => "fd",
+            Self::DetachedLayers => "detached",
+        }
+    }
+}
+
+impl fmt::Display for OverlayLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for OverlayLevel {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "legacy" => Self::Legacy,
+            "string" => Self::LowerdirStrings,
+            "fd" => Self::LowerdirFds,
+            "detached" => Self::DetachedLayers,
+            _ => {
+                return Err(Error::new(ErrorKind::InvalidInput, "parse overlay level")
+                    .with_detail(format!("\"{s}\" is not one of legacy, string, fd, detached")));
+            }
+        })
+    }
+}
+
+/// What the running kernel supports, found by trying each operation (not by version numbers).
+///
+/// ```no_run
+/// let f = layermount::Features::get();
+/// println!("kernel {}: overlay level {}", f.kernel_release, f.overlay_level());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Features {
+    /// `uname -r`.
+    pub kernel_release: String,
+    /// Whether the probe ran with `CAP_SYS_ADMIN`; without it, the probes that mount report `false`.
+    pub privileged: bool,
+    /// `fsopen`/`fsconfig`/`fsmount`/`move_mount`/`open_tree` (Linux 5.2).
+    pub new_mount_api: bool,
+    /// `mount_setattr` (Linux 5.12).
+    pub mount_setattr: bool,
+    /// `open_tree_attr` (Linux 6.15).
+    pub open_tree_attr: bool,
+    /// `STATX_MNT_ID_UNIQUE` (Linux 6.8).
+    pub statx_mnt_id_unique: bool,
+    /// A detached tmpfs can be idmapped (idmapped mounts, and tmpfs support for them: Linux 6.3).
+    pub idmap_tmpfs: bool,
+    /// overlayfs is available.
+    pub overlay: bool,
+    /// overlay accepts `lowerdir+` strings through `fsconfig` (Linux 6.8).
+    pub overlay_lowerdir_plus: bool,
+    /// overlay accepts `lowerdir+` as `O_RDONLY` directory fds (Linux 6.13).
+    pub overlay_lowerdir_fd: bool,
+    /// overlay accepts `O_PATH` fds of directories inside a detached idmapped clone (Linux 6.15).
+    pub overlay_detached_layers: bool,
+}
+
+fn syscall_exists(r: rustix::io::Result<impl Sized>) -> bool {
+    !matches!(r, Err(Errno::NOSYS))
+}
+
+/// Two small directories (`a`, `b`) on a detached tmpfs.
+fn scratch_tmpfs() -> Result<DetachedTree> {
+    let mut fs = FsContext::open("tmpfs")?;
+    fs.set_string("size", "1m")?;
+    fs.create()?;
+    let tree = fs.mount()?;
+    for d in ["a", "b"] {
+        rustix::fs::mkdirat(&tree, d, Mode::from_raw_mode(0o755))
+            .map_err(|e| Error::os("probe: mkdir", e).with_path(d))?;
+    }
+    Ok(tree)
+}
+
+fn overlay_with(layers: &[OwnedFd]) -> Result<()> {
+    let mut ov = FsContext::open("overlay")?;
+    for fd in layers {
+        ov.set_fd("lowerdir+", fd.as_fd())?;
+    }
+    ov.create()?;
+    ov.mount().map(drop)
+}
+
+fn probe_lowerdir_strings(tmp: &DetachedTree) -> Result<()> {
+    let base = format!("/proc/thread-self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&tmp.as_fd()));
+    let mut ov = FsContext::open("overlay")?;
+    ov.set_string("lowerdir+", &format!("{base}/a"))?;
+    ov.set_string("lowerdir+", &format!("{base}/b"))?;
+    ov.create()
+}
+
+fn probe_lowerdir_fds(tmp: &DetachedTree) -> Result<()> {
+    overlay_with(&[tmp.open_dir_readable("a")?, tmp.open_dir_readable("b")?])
+}
+
+fn probe_detached_layers() -> Result<bool> {
+    let mut tmp = scratch_tmpfs()?;
+    let map = IdMap::parse("0:100000:65536")?;
+    if tmp.idmap(&UserNamespace::new(&map, &map)?).is_err() {
+        return Ok(false);
+    }
+    Ok(overlay_with(&[tmp.open_dir("a")?, tmp.open_dir("b")?]).is_ok())
+}
+
+impl Features {
+    /// The process-wide probe result, made on first call, with [`OVERLAY_LEVEL_ENV`] applied if set (an
+    /// unknown value is ignored with a warning on stderr).
+    pub fn get() -> &'static Features {
+        static CACHE: OnceLock<Features> = OnceLock::new();
+        CACHE.get_or_init(|| {
+            let f = Features::probe();
+            match std::env::var(OVERLAY_LEVEL_ENV) {
+                Ok(v) => match v.parse() {
+                    Ok(level) => f.limited_to(level),
+                    Err(e) => {
+                        eprintln!("layermount: ignoring {OVERLAY_LEVEL_ENV}: {e}");
+                        f
+                    }
+                },
+                Err(_) => f,
+            }
+        })
+    }
+
+    /// Probe the running kernel now (uncached, environment ignored).
+    ///
+    /// ```no_run
+    /// let f = layermount::Features::probe();
+    /// assert!(f.mount_setattr, "needs Linux 5.12");
+    /// ```
+    pub fn probe() -> Features {
+        let kernel_release = rustix::system::uname().release().to_string_lossy().into_owned();
+        let privileged = caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_ADMIN).unwrap_or(false);
+        // Syscall presence: an invalid fd gives EBADF where the call exists, ENOSYS where it does not.
+        let bad = harmless_fd();
+        let mount_setattr = syscall_exists(sys::mount_setattr(bad.as_fd(), c"", 0, &sys::MountAttr::default()));
+        let open_tree_attr = syscall_exists(sys::open_tree_attr(bad.as_fd(), c"", 0, None));
+        let new_mount_api = syscall_exists(rustix::mount::fsopen("", rustix::mount::FsOpenFlags::FSOPEN_CLOEXEC));
+        let statx_mnt_id_unique = rustix::fs::statx(
+            rustix::fs::CWD,
+            "/",
+            AtFlags::empty(),
+            StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE),
+        )
+        .is_ok_and(|st| st.stx_mask & STATX_MNT_ID_UNIQUE != 0);
+
+        let mut f = Features {
+            kernel_release,
+            privileged,
+            new_mount_api,
+            mount_setattr,
+            open_tree_attr,
+            statx_mnt_id_unique,
+            idmap_tmpfs: false,
+            overlay: false,
+            overlay_lowerdir_plus: false,
+            overlay_lowerdir_fd: false,
+            overlay_detached_layers: false,
+        };
+        if !(privileged && new_mount_api) {
+            return f;
+        }
+        let map = IdMap::parse("0:100000:65536").expect("constant map is valid");
+        f.idmap_tmpfs =
+            scratch_tmpfs().and_then(|mut t| UserNamespace::new(&map, &map).and_then(|ns| t.idmap(&ns))).is_ok();
+        f.overlay = FsContext::open("overlay").is_ok();
+        if !f.overlay {
+            return f;
+        }
+        if let Ok(tmp) = scratch_tmpfs() {
+            f.overlay_lowerdir_plus = probe_lowerdir_strings(&tmp).is_ok();
+            f.overlay_lowerdir_fd = probe_lowerdir_fds(&tmp).is_ok();
+        }
+        f.overlay_detached_layers = f.overlay_lowerdir_fd && f.idmap_tmpfs && probe_detached_layers().unwrap_or(false);
+        f
+    }
+
+    /// The best overlay strategy these features allow.
+    ///
+    /// ```
+    /// let f = layermount::Features::probe();
+    /// let _level = f.overlay_level();
+    /// ```
+    pub fn overlay_level(&self) -> OverlayLevel {
+        if self.overlay_detached_layers {
+            OverlayLevel::DetachedLayers
+        } else if self.overlay_lowerdir_fd {
+            OverlayLevel::LowerdirFds
+        } else if self.overlay_lowerdir_plus {
+            OverlayLevel::LowerdirStrings
+        } else {
+            OverlayLevel::Legacy
+        }
+    }
+
+    /// These features with every overlay capability above `level` turned off (and `open_tree_attr`, which only
+    /// kernels of the top level have), so code paths for older kernels can be tested on this one.
+    ///
+    /// ```
+    /// use layermount::{Features, OverlayLevel};
+    /// let f = Features::probe().limited_to(OverlayLevel::Legacy);
+    /// assert_eq!(f.overlay_level(), OverlayLevel::Legacy);
+    /// ```
+    pub fn limited_to(&self, level: OverlayLevel) -> Features {
+        let mut f = self.clone();
+        if level < OverlayLevel::DetachedLayers {
+            f.overlay_detached_layers = false;
+            f.open_tree_attr = false;
+        }
+        if level < OverlayLevel::LowerdirFds {
+            f.overlay_lowerdir_fd = false;
+        }
+        if level < OverlayLevel::LowerdirStrings {
+            f.overlay_lowerdir_plus = false;
+            f.statx_mnt_id_unique = false;
+        }
+        f
+    }
+
+    /// Every feature as `(name, supported)`, in a fixed order (what `layermount probe` prints).
+    ///
+    /// ```
+    /// for (name, yes) in layermount::Features::probe().list() {
+    ///     println!("{name}: {}", if yes { "yes" } else { "no" });
+    /// }
+    /// ```
+    pub fn list(&self) -> [(&'static str, bool); 10] {
+        [
+            ("privileged", self.privileged),
+            ("new_mount_api", self.new_mount_api),
+            ("mount_setattr", self.mount_setattr),
+            ("open_tree_attr", self.open_tree_attr),
+            ("statx_mnt_id_unique", self.statx_mnt_id_unique),
+            ("idmap_tmpfs", self.idmap_tmpfs),
+            ("overlay", self.overlay),
+            ("overlay_lowerdir_plus", self.overlay_lowerdir_plus),
+            ("overlay_lowerdir_fd", self.overlay_lowerdir_fd),
+            ("overlay_detached_layers", self.overlay_detached_layers),
+        ]
+    }
+}
+
+/// Whether the filesystem holding `path` accepts idmapped mounts: clones `path` detached and tries to idmap the
+/// clone (then drops it; nothing is attached). Needs `CAP_SYS_ADMIN`.
+///
+/// ```no_run
+/// assert!(layermount::idmap_supported("/var/lib/layers")?);
+/// # Ok::<(), layermount::Error>(())
+/// ```
+pub fn idmap_supported(path: impl AsRef<Path>) -> Result<bool> {
+    let map = IdMap::parse("0:100000:65536")?;
+    let mut tree = DetachedTree::clone_path(path, false)?;
+    match tree.idmap(&UserNamespace::cached(&map, &map)?) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::NotSupported => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// An fd guaranteed not to be a mount: `/dev/null` opened `O_PATH`, so probes get EBADF/EINVAL, never act.
+fn harmless_fd() -> OwnedFd {
+    rustix::fs::open("/dev/null", OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+        .unwrap_or_else(|_| rustix::fs::open("/", OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).expect("open /"))
+}

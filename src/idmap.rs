@@ -1,0 +1,201 @@
+//! Validated uid/gid maps: [`IdMap`] made of [`IdRange`]s.
+//!
+//! The text form is containerd's `container:host:size[,container:host:size...]` (as in the `uidmap=` and `gidmap=`
+//! mount options); OCI's `LinuxIDMapping { containerID, hostID, size }` maps onto [`IdRange`] field by field.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::{Error, ErrorKind, IdMapProblem, Result};
+
+/// The kernel accepts at most this many ranges in one `uid_map` or `gid_map`.
+pub const MAX_EXTENTS: usize = 340;
+
+/// One range of an id map: ids `container..container+size` inside the namespace are ids `host..host+size` outside.
+///
+/// ```
+/// use layermount::IdRange;
+/// let r = IdRange { container: 0, host: 100000, size: 65536 };
+/// assert_eq!(r.to_string(), "0:100000:65536");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdRange {
+    /// First id inside the namespace (OCI `containerID`).
+    pub container: u32,
+    /// First id on the host (OCI `hostID`).
+    pub host: u32,
+    /// Number of ids (OCI `size`).
+    pub size: u32,
+}
+
+impl fmt::Display for IdRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.container, self.host, self.size)
+    }
+}
+
+/// A validated id map: 1 to 340 ranges, none empty, none overflowing, none overlapping on either side.
+/// Ranges keep the order they were given in, so formatting gives back the text that was parsed.
+///
+/// ```
+/// use layermount::IdMap;
+/// let map: IdMap = "0:100000:65536,65536:1000:1".parse()?;
+/// assert_eq!(map.to_host(0), Some(100000));
+/// assert_eq!(map.to_host(65536), Some(1000));
+/// assert_eq!(map.to_container(1000), Some(65536));
+/// assert_eq!(map.to_string(), "0:100000:65536,65536:1000:1");
+/// # Ok::<(), layermount::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdMap {
+    ranges: Vec<IdRange>,
+}
+
+fn invalid(problem: IdMapProblem, text: impl fmt::Display) -> Error {
+    Error::new(ErrorKind::InvalidIdMap(problem), "parse id map").with_detail(format!("\"{text}\""))
+}
+
+fn parse_u32(field: &str, range: &str) -> Result<u32> {
+    if field.is_empty() || !field.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid(IdMapProblem::NotANumber, range));
+    }
+    field.parse().map_err(|_| invalid(IdMapProblem::NotANumber, range))
+}
+
+fn overlaps(a_start: u32, b_start: u32, a_size: u32, b_size: u32) -> bool {
+    let (a0, b0) = (u64::from(a_start), u64::from(b_start));
+    a0 < b0 + u64::from(b_size) && b0 < a0 + u64::from(a_size)
+}
+
+impl IdMap {
+    /// Build a map from ranges, checking every rule.
+    ///
+    /// ```
+    /// use layermount::{IdMap, IdRange};
+    /// let map = IdMap::new(vec![IdRange { container: 0, host: 1000, size: 10 }])?;
+    /// assert_eq!(map.ranges().len(), 1);
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
+    pub fn new(ranges: Vec<IdRange>) -> Result<Self> {
+        if ranges.is_empty() {
+            return Err(invalid(IdMapProblem::Empty, ""));
+        }
+        if ranges.len() > MAX_EXTENTS {
+            return Err(invalid(IdMapProblem::TooManyExtents, format!("{} ranges", ranges.len())));
+        }
+        for r in &ranges {
+            if r.size == 0 {
+                return Err(invalid(IdMapProblem::ZeroSize, r));
+            }
+            let limit = 1u64 << 32;
+            if u64::from(r.container) + u64::from(r.size) > limit || u64::from(r.host) + u64::from(r.size) > limit {
+                return Err(invalid(IdMapProblem::Overflow, r));
+            }
+        }
+        // Quadratic, but bounded by 340 ranges and usually one or two.
+        for (i, a) in ranges.iter().enumerate() {
+            for b in &ranges[i + 1..] {
+                if overlaps(a.container, b.container, a.size, b.size) {
+                    return Err(invalid(IdMapProblem::OverlappingContainer, format!("{a},{b}")));
+                }
+                if overlaps(a.host, b.host, a.size, b.size) {
+                    return Err(invalid(IdMapProblem::OverlappingHost, format!("{a},{b}")));
+                }
+            }
+        }
+        Ok(Self { ranges })
+    }
+
+    /// Parse containerd's `container:host:size[,container:host:size...]`.
+    ///
+    /// ```
+    /// use layermount::{ErrorKind, IdMap, IdMapProblem};
+    /// assert!(IdMap::parse("0:1000:1").is_ok());
+    /// let e = IdMap::parse("0:-1:1").unwrap_err();
+    /// assert_eq!(e.kind(), ErrorKind::InvalidIdMap(IdMapProblem::NotANumber));
+    /// ```
+    pub fn parse(text: &str) -> Result<Self> {
+        if text.is_empty() {
+            return Err(invalid(IdMapProblem::Empty, text));
+        }
+        let mut ranges = Vec::new();
+        for part in text.split(',') {
+            if ranges.len() == MAX_EXTENTS {
+                return Err(invalid(IdMapProblem::TooManyExtents, text));
+            }
+            let fields: Vec<&str> = part.split(':').collect();
+            let [c, h, s] = fields[..] else {
+                return Err(invalid(IdMapProblem::Malformed, part));
+            };
+            ranges.push(IdRange {
+                container: parse_u32(c, part)?,
+                host: parse_u32(h, part)?,
+                size: parse_u32(s, part)?,
+            });
+        }
+        Self::new(ranges)
+    }
+
+    /// Build a map from OCI `LinuxIDMapping` triples `(containerID, hostID, size)`.
+    ///
+    /// ```
+    /// use layermount::IdMap;
+    /// let map = IdMap::from_triples(&[(0, 100000, 65536)])?;
+    /// assert_eq!(map.to_string(), "0:100000:65536");
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
+    pub fn from_triples(triples: &[(u32, u32, u32)]) -> Result<Self> {
+        Self::new(triples.iter().map(|&(container, host, size)| IdRange { container, host, size }).collect())
+    }
+
+    /// The ranges, in the order given.
+    pub fn ranges(&self) -> &[IdRange] {
+        &self.ranges
+    }
+
+    /// The host id that container id `id` maps to, if any.
+    pub fn to_host(&self, id: u32) -> Option<u32> {
+        self.ranges
+            .iter()
+            .find(|r| id >= r.container && u64::from(id) < u64::from(r.container) + u64::from(r.size))
+            .map(|r| r.host + (id - r.container))
+    }
+
+    /// The container id that host id `id` maps to, if any.
+    pub fn to_container(&self, id: u32) -> Option<u32> {
+        self.ranges
+            .iter()
+            .find(|r| id >= r.host && u64::from(id) < u64::from(r.host) + u64::from(r.size))
+            .map(|r| r.container + (id - r.host))
+    }
+
+    /// The text the kernel expects in `/proc/<pid>/uid_map`: one `container host size` line per range.
+    ///
+    /// ```
+    /// let map: layermount::IdMap = "0:1000:1,1:100000:65536".parse()?;
+    /// assert_eq!(map.to_proc_format(), "0 1000 1\n1 100000 65536\n");
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
+    pub fn to_proc_format(&self) -> String {
+        self.ranges.iter().map(|r| format!("{} {} {}\n", r.container, r.host, r.size)).collect()
+    }
+}
+
+impl fmt::Display for IdMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.ranges.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{r}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for IdMap {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
+    }
+}

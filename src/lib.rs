@@ -1,0 +1,55 @@
+//! # layermount
+//!
+//! Turn container image layers into mounted root filesystems, safely, over the new Linux mount API.
+//!
+//! This crate is built bottom-up from small safe types over real kernel interfaces:
+//!
+//! * [`IdMap`]: validated uid/gid maps (containerd's `c:h:s` text, OCI triples);
+//! * [`UserNamespace`]: an fd to a user namespace carrying a map, cached per mapping;
+//! * [`DetachedTree`]: an owned detached mount: attributes, idmap, `O_PATH` subdirectories, `attach`;
+//! * [`MountGuard`]: an attached mount that is detach-unmounted when dropped;
+//! * [`remove_all`]: recursive removal that never crosses a mount or follows a symlink;
+//! * [`Features`]: a cached probe of the running kernel, with forced fallback levels for testing;
+//! * [`MountTable`]: `mountinfo` parsing, the mount a path is on, and a mount-leak check;
+//! * [`FsContext`]: `fsopen`/`fsconfig`/`fsmount` with the kernel's own error messages.
+//!
+//! Linux only. Most operations need `CAP_SYS_ADMIN`.
+//!
+//! ```no_run
+//! use layermount::{DetachedTree, IdMap, UserNamespace};
+//!
+//! // Show /srv/layer to a user-namespaced container whose root is host uid 100000.
+//! let map: IdMap = "0:100000:65536".parse()?;
+//! let ns = UserNamespace::cached(&map, &map)?;
+//! let mut tree = DetachedTree::clone_path("/srv/layer", false)?;
+//! tree.idmap(&ns)?;
+//! let guard = tree.attach("/run/ctr/rootfs")?;
+//! // ... run the container ...
+//! guard.unmount()?;
+//! # Ok::<(), layermount::Error>(())
+//! ```
+#![cfg(target_os = "linux")]
+#![deny(unsafe_code)]
+#![deny(missing_docs, missing_debug_implementations, rustdoc::broken_intra_doc_links)]
+#![warn(clippy::all)]
+
+mod error;
+mod features;
+mod fscontext;
+mod guard;
+mod idmap;
+mod mountinfo;
+mod remove;
+mod sys;
+mod tree;
+mod userns;
+
+pub use error::{Error, ErrorKind, IdMapProblem, Result};
+pub use features::{Features, OVERLAY_LEVEL_ENV, OverlayLevel, idmap_supported};
+pub use fscontext::FsContext;
+pub use guard::MountGuard;
+pub use idmap::{IdMap, IdRange, MAX_EXTENTS};
+pub use mountinfo::{MountChanges, MountInfo, MountTable};
+pub use remove::{RemoveStats, remove_all};
+pub use tree::{Atime, DetachedTree, MountAttrs, Propagation};
+pub use userns::UserNamespace;

@@ -1,0 +1,288 @@
+//! The mount table as the kernel shows it in `/proc/thread-self/mountinfo`, the mount a path is on, and a
+//! before/after comparison used as a mount-leak check.
+//!
+//! The table is read from `/proc/thread-self/mountinfo`, not `/proc/self/mountinfo`: a thread that entered its own
+//! mount namespace (as our tests do) sees its own mounts there, while `/proc/self` shows the main thread's.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, CWD, StatxFlags};
+
+use crate::error::{Context, Error, ErrorKind, Result};
+
+/// One line of `mountinfo` (see `proc_pid_mountinfo(5)`), with octal escapes (`\040` and friends) decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountInfo {
+    /// Unique (until unmounted) id of the mount; the one `statx(STATX_MNT_ID)` returns.
+    pub mount_id: u64,
+    /// Id of the parent mount (itself for the namespace root).
+    pub parent_id: u64,
+    /// `major:minor` of the filesystem's device.
+    pub device: (u32, u32),
+    /// The directory of the filesystem that forms the root of this mount (`/` unless it is a bind mount).
+    pub root: PathBuf,
+    /// Where it is mounted, relative to the reading process's root.
+    pub mount_point: PathBuf,
+    /// Per-mount options (`rw,nosuid,relatime`...).
+    pub mount_options: String,
+    /// Optional fields (`shared:N`, `master:N`, `propagate_from:N`, `unbindable`).
+    pub optional_fields: Vec<String>,
+    /// Filesystem type (`tmpfs`, `overlay`, `ext4`...).
+    pub fs_type: String,
+    /// Filesystem-specific source (`/dev/vda`, `overlay`, `none`...).
+    pub source: String,
+    /// Per-superblock options (for overlay: `lowerdir=...,upperdir=...`).
+    pub super_options: String,
+}
+
+/// Decode the kernel's `\ooo` octal escapes (space, tab, newline and backslash are escaped in mountinfo).
+fn unescape_bytes(field: &str) -> Vec<u8> {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            let v = u32::from(b[i + 1] - b'0') * 64 + u32::from(b[i + 2] - b'0') * 8 + u32::from(b[i + 3] - b'0');
+            if let Ok(byte) = u8::try_from(v) {
+                out.push(byte);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+fn unescape(field: &str) -> String {
+    String::from_utf8_lossy(&unescape_bytes(field)).into_owned()
+}
+
+fn unescape_path(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    PathBuf::from(std::ffi::OsString::from_vec(unescape_bytes(field)))
+}
+
+impl MountInfo {
+    /// Parse one `mountinfo` line.
+    ///
+    /// ```
+    /// use layermount::MountInfo;
+    /// let line = r"36 35 98:0 / /mnt/with\040space rw,noatime master:1 - ext3 /dev/root rw,errors=continue";
+    /// let m = MountInfo::parse_line(line)?;
+    /// assert_eq!(m.mount_point, std::path::Path::new("/mnt/with space"));
+    /// assert_eq!(m.optional_fields, ["master:1"]);
+    /// assert_eq!(m.fs_type, "ext3");
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
+    pub fn parse_line(line: &str) -> Result<Self> {
+        let bad = || {
+            Error::new(ErrorKind::InvalidInput, "parse mountinfo")
+                .with_detail(format!("malformed line \"{}\"", line.escape_default()))
+        };
+        let mut it = line.split(' ');
+        let mount_id = it.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let parent_id = it.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let device = it
+            .next()
+            .and_then(|s| s.split_once(':'))
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+            .ok_or_else(bad)?;
+        let root = unescape_path(it.next().ok_or_else(bad)?);
+        let mount_point = unescape_path(it.next().ok_or_else(bad)?);
+        let mount_options = it.next().ok_or_else(bad)?.to_string();
+        let mut optional_fields = Vec::new();
+        loop {
+            match it.next() {
+                Some("-") => break,
+                Some(f) => optional_fields.push(f.to_string()),
+                None => return Err(bad()),
+            }
+        }
+        let fs_type = unescape(it.next().ok_or_else(bad)?);
+        let source = unescape(it.next().ok_or_else(bad)?);
+        let super_options = unescape(&it.collect::<Vec<_>>().join(" "));
+        Ok(Self {
+            mount_id,
+            parent_id,
+            device,
+            root,
+            mount_point,
+            mount_options,
+            optional_fields,
+            fs_type,
+            source,
+            super_options,
+        })
+    }
+}
+
+/// A snapshot of the calling thread's mount table.
+///
+/// ```no_run
+/// use layermount::MountTable;
+/// let table = MountTable::current()?;
+/// let root = table.mount_of("/")?;
+/// println!("/ is {} from {}", root.fs_type, root.source);
+/// # Ok::<(), layermount::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountTable {
+    mounts: Vec<MountInfo>,
+}
+
+/// The id of the mount `path` is on, as `statx(STATX_MNT_ID)` reports it (symlinks in the last component are not
+/// followed).
+pub(crate) fn mount_id_of(dirfd: impl std::os::fd::AsFd, name: &Path) -> rustix::io::Result<u64> {
+    let flags = if name.as_os_str().is_empty() {
+        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW
+    } else {
+        AtFlags::SYMLINK_NOFOLLOW
+    };
+    let st = rustix::fs::statx(dirfd, name, flags, StatxFlags::MNT_ID)?;
+    if st.stx_mask & StatxFlags::MNT_ID.bits() == 0 {
+        return Err(rustix::io::Errno::NOSYS);
+    }
+    Ok(st.stx_mnt_id)
+}
+
+impl MountTable {
+    /// Read `/proc/thread-self/mountinfo`.
+    pub fn current() -> Result<Self> {
+        let text = std::fs::read_to_string("/proc/thread-self/mountinfo")
+            .or_else(|_| std::fs::read_to_string("/proc/self/mountinfo"))
+            .map_err(|e| Error::io("read mountinfo", &e).with_path("/proc/thread-self/mountinfo"))?;
+        Self::parse(&text)
+    }
+
+    /// Parse a whole `mountinfo` text.
+    pub fn parse(text: &str) -> Result<Self> {
+        let mounts = text.lines().filter(|l| !l.is_empty()).map(MountInfo::parse_line).collect::<Result<_>>()?;
+        Ok(Self { mounts })
+    }
+
+    /// Every mount, in the kernel's order (parents before children).
+    pub fn mounts(&self) -> &[MountInfo] {
+        &self.mounts
+    }
+
+    /// The mount with this id.
+    pub fn by_id(&self, mount_id: u64) -> Option<&MountInfo> {
+        self.mounts.iter().find(|m| m.mount_id == mount_id)
+    }
+
+    /// The mount `path` is on (following symlinks in the path, like `stat`, but not in its last component).
+    pub fn mount_of(&self, path: impl AsRef<Path>) -> Result<&MountInfo> {
+        let path = path.as_ref();
+        let id = mount_id_of(CWD, path).op_path("find mount of", path)?;
+        self.by_id(id).ok_or_else(|| {
+            Error::new(ErrorKind::InvalidInput, "find mount of")
+                .with_path(path)
+                .with_detail(format!("mount id {id} is not in this thread's mount table"))
+        })
+    }
+
+    /// Mounts whose mount point is `path` or lies beneath it (by the path text in the table).
+    pub fn beneath<'a>(&'a self, path: &'a Path) -> impl Iterator<Item = &'a MountInfo> + 'a {
+        self.mounts.iter().filter(move |m| m.mount_point.starts_with(path))
+    }
+
+    /// What changed from `before` to `self`: mounts that appeared and mounts that went away.
+    ///
+    /// This is the mount-leak check our tests run after every privileged case; use it in yours:
+    ///
+    /// ```no_run
+    /// use layermount::MountTable;
+    /// let before = MountTable::current()?;
+    /// // ... mount and unmount things ...
+    /// let changes = MountTable::current()?.changes_since(&before);
+    /// assert!(changes.is_empty(), "leaked mounts: {changes}");
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
+    pub fn changes_since(&self, before: &MountTable) -> MountChanges {
+        let key = |m: &MountInfo| (m.mount_id, m.mount_point.clone(), m.fs_type.clone(), m.root.clone());
+        let old: std::collections::HashSet<_> = before.mounts.iter().map(key).collect();
+        let new: std::collections::HashSet<_> = self.mounts.iter().map(key).collect();
+        MountChanges {
+            added: self.mounts.iter().filter(|m| !old.contains(&key(m))).cloned().collect(),
+            removed: before.mounts.iter().filter(|m| !new.contains(&key(m))).cloned().collect(),
+        }
+    }
+}
+
+/// The difference between two [`MountTable`]s (see [`MountTable::changes_since`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountChanges {
+    /// Mounts present now that were not before.
+    pub added: Vec<MountInfo>,
+    /// Mounts present before that are gone now.
+    pub removed: Vec<MountInfo>,
+}
+
+impl MountChanges {
+    /// True when nothing was mounted or unmounted.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
+}
+
+impl fmt::Display for MountChanges {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("no change");
+        }
+        let mut first = true;
+        for (sign, list) in [("+", &self.added), ("-", &self.removed)] {
+            for m in list {
+                if !first {
+                    f.write_str(", ")?;
+                }
+                first = false;
+                write!(f, "{sign}{} ({} {})", m.mount_point.display(), m.fs_type, m.source)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_escapes_and_optional_fields() {
+        let text = "22 1 0:21 / / rw shared:1 - tmpfs tmp rw\n\
+                    36 22 98:0 /mnt1 /mnt/a\\011b\\134c rw,noatime master:1 shared:2 - ext3 /dev/root rw,errors=continue\n\
+                    37 22 0:5 / /x rw - overlay overlay rw,lowerdir=/a\\040b:/c\n";
+        let t = MountTable::parse(text).unwrap();
+        assert_eq!(t.mounts().len(), 3);
+        let m = &t.mounts()[1];
+        assert_eq!(m.mount_point, Path::new("/mnt/a\tb\\c"));
+        assert_eq!(m.root, Path::new("/mnt1"));
+        assert_eq!(m.optional_fields, ["master:1", "shared:2"]);
+        assert_eq!(m.device, (98, 0));
+        assert_eq!(t.mounts()[2].super_options, "rw,lowerdir=/a b:/c");
+        assert_eq!(t.beneath(Path::new("/mnt")).count(), 1);
+    }
+
+    #[test]
+    fn rejects_malformed_lines() {
+        for line in ["", "1 2", "1 2 3:4 / /x rw shared:1 tmpfs", "x 1 0:1 / / rw - a b c"] {
+            let e = MountInfo::parse_line(line).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{line}");
+        }
+    }
+
+    #[test]
+    fn changes_report_both_sides() {
+        let a = MountTable::parse("1 1 0:1 / / rw - tmpfs t rw\n2 1 0:2 / /a rw - tmpfs t rw\n").unwrap();
+        let b = MountTable::parse("1 1 0:1 / / rw - tmpfs t rw\n3 1 0:3 / /b rw - tmpfs t rw\n").unwrap();
+        let c = b.changes_since(&a);
+        assert_eq!(c.added.len(), 1);
+        assert_eq!(c.removed[0].mount_point, Path::new("/a"));
+        assert_eq!(c.to_string(), "+/b (tmpfs t), -/a (tmpfs t)");
+        assert!(a.changes_since(&a).is_empty());
+    }
+}

@@ -1,0 +1,181 @@
+//! [`remove_all`]: recursive removal that never crosses a mount and never follows a symlink.
+//!
+//! The data-loss bug this prevents: a temporary mount fails to unmount (EBUSY), and a recursive delete of its
+//! parent then walks *into* the still-attached mount and erases what it shows (image layers, host files).
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::mountinfo::{MountTable, mount_id_of};
+
+const OP: &str = "remove_all";
+
+/// What [`remove_all`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RemoveStats {
+    /// Directories removed (the top one included).
+    pub dirs: u64,
+    /// Non-directories removed (files, symlinks, devices, fifos, sockets).
+    pub others: u64,
+}
+
+fn boundary(path: PathBuf) -> Error {
+    Error::new(ErrorKind::MountBoundary, OP).with_path(path)
+}
+
+/// Open `name` in `parent` as a directory to delete from: never through a symlink, never onto another mount.
+fn open_subdir(parent: impl AsFd, name: &OsStr, path: &Path) -> Result<OwnedFd> {
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_XDEV | ResolveFlags::NO_SYMLINKS;
+    let oflags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    rustix::fs::openat2(parent, name, oflags, Mode::empty(), resolve).map_err(|e| match e {
+        Errno::XDEV => boundary(path.to_path_buf()),
+        _ => Error::os(OP, e).with_path(path),
+    })
+}
+
+/// Remove `path` and everything beneath it, like `rm -rf` but safe around mounts:
+///
+/// * Before deleting anything, the mount table is checked: if `path` is itself a mount point, or any mount lies
+///   beneath it (a bind mount of the same filesystem included), nothing is deleted and the error
+///   ([`ErrorKind::MountBoundary`]) names the mount point.
+/// * While deleting, every directory is entered with `openat2(RESOLVE_NO_XDEV | RESOLVE_NO_SYMLINKS)` relative to
+///   its parent's fd, and a busy mount point cannot be unlinked, so a mount that appears mid-way stops the removal
+///   there with the same error; what lies beneath that mount is never touched.
+/// * Symlinks are removed, never followed (a symlink as `path` itself is removed as a symlink).
+///
+/// Components of `path` before the last are resolved normally. A missing `path` is an error (`ENOENT`).
+///
+/// ```no_run
+/// use layermount::{remove_all, ErrorKind};
+/// match remove_all("/var/lib/snapshots/42") {
+///     Ok(stats) => println!("removed {} directories", stats.dirs),
+///     Err(e) if e.kind() == ErrorKind::MountBoundary => {
+///         eprintln!("still mounted: {}", e.path().unwrap().display())
+///     }
+///     Err(e) => return Err(e),
+/// }
+/// # Ok::<(), layermount::Error>(())
+/// ```
+pub fn remove_all(path: impl AsRef<Path>) -> Result<RemoveStats> {
+    let path = path.as_ref();
+    let name = match path.components().next_back() {
+        Some(Component::Normal(n)) => n,
+        _ => {
+            return Err(Error::new(ErrorKind::InvalidInput, OP)
+                .with_path(path)
+                .with_detail("path must end in a file name (not /, . or ..)"));
+        }
+    };
+    let parent_path = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let parent = rustix::fs::open(parent_path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .op_path(OP, parent_path)?;
+    let st =
+        rustix::fs::statx(&parent, name, AtFlags::SYMLINK_NOFOLLOW, rustix::fs::StatxFlags::TYPE).op_path(OP, path)?;
+    let parent_mnt = mount_id_of(&parent, Path::new("")).op_path(OP, parent_path)?;
+    let mnt = mount_id_of(&parent, Path::new(name)).op_path(OP, path)?;
+    if mnt != parent_mnt {
+        return Err(boundary(path.to_path_buf()));
+    }
+    let mut stats = RemoveStats::default();
+    if FileType::from_raw_mode(u32::from(st.stx_mode)) != FileType::Directory {
+        unlink(&parent, name, false, path)?;
+        stats.others += 1;
+        return Ok(stats);
+    }
+
+    let top = open_subdir(&parent, name, path)?;
+    check_no_mounts_beneath(&top, path)?;
+    remove_contents(top, path, &mut stats)?;
+    unlink(&parent, name, true, path)?;
+    stats.dirs += 1;
+    Ok(stats)
+}
+
+/// Refuse up front if the mount table lists any mount at or beneath the directory `dir` (by its real path, read
+/// back from the fd so that symlinks and `..` in the caller's path cannot hide one).
+fn check_no_mounts_beneath(dir: &OwnedFd, path: &Path) -> Result<()> {
+    let link = format!("/proc/thread-self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(dir));
+    let Ok(real) = std::fs::read_link(&link) else {
+        // No /proc: the per-step checks in `remove_contents` still stop at every mount.
+        return Ok(());
+    };
+    let table = MountTable::current()?;
+    if let Some(m) = table.beneath(&real).next() {
+        let rel = m.mount_point.strip_prefix(&real).unwrap_or(Path::new(""));
+        return Err(boundary(path.join(rel)));
+    }
+    Ok(())
+}
+
+fn unlink(dirfd: impl AsFd, name: &OsStr, dir: bool, path: &Path) -> Result<()> {
+    let flags = if dir { AtFlags::REMOVEDIR } else { AtFlags::empty() };
+    rustix::fs::unlinkat(dirfd, name, flags).map_err(|e| match e {
+        Errno::BUSY => boundary(path.to_path_buf()),
+        _ => Error::os(OP, e).with_path(path),
+    })
+}
+
+/// One directory being emptied: its entries are read from `dir`, and `*at` calls go through the same fd.
+struct Frame {
+    dir: Dir,
+    path: PathBuf,
+    /// Name of this directory in its parent frame (None for the top).
+    name: Option<std::ffi::OsString>,
+}
+
+/// Empty the directory `top` depth-first with an explicit stack (no recursion, so depth is bounded only by the fd
+/// limit, not by the thread's stack).
+fn remove_contents(top: OwnedFd, path: &Path, stats: &mut RemoveStats) -> Result<()> {
+    let mut stack = vec![Frame { dir: Dir::new(top).op_path(OP, path)?, path: path.to_path_buf(), name: None }];
+    while let Some(frame) = stack.last_mut() {
+        let entry = match frame.dir.read() {
+            Some(entry) => entry.op_path(OP, &frame.path)?,
+            None => {
+                let done = stack.pop().expect("stack is not empty");
+                if let (Some(name), Some(parent)) = (done.name, stack.last()) {
+                    let parent_fd = parent.dir.fd().op_path(OP, &parent.path)?;
+                    unlink(parent_fd, &name, true, &done.path)?;
+                    stats.dirs += 1;
+                }
+                continue;
+            }
+        };
+        let name = OsStr::from_bytes(entry.file_name().to_bytes());
+        if name == "." || name == ".." {
+            continue;
+        }
+        let fd = frame.dir.fd().op_path(OP, &frame.path)?;
+        let child_path = frame.path.join(name);
+        let mut is_dir = entry.file_type() == FileType::Directory;
+        if entry.file_type() == FileType::Unknown {
+            let st = rustix::fs::statx(fd, name, AtFlags::SYMLINK_NOFOLLOW, rustix::fs::StatxFlags::TYPE)
+                .op_path(OP, &child_path)?;
+            is_dir = FileType::from_raw_mode(u32::from(st.stx_mode)) == FileType::Directory;
+        }
+        if !is_dir {
+            match rustix::fs::unlinkat(fd, name, AtFlags::empty()) {
+                Ok(()) => {
+                    stats.others += 1;
+                    continue;
+                }
+                // Replaced by a directory since it was listed: handle it as one.
+                Err(Errno::ISDIR) => {}
+                Err(Errno::BUSY) => return Err(boundary(child_path)),
+                Err(e) => return Err(Error::os(OP, e).with_path(&child_path)),
+            }
+        }
+        let sub = open_subdir(fd, name, &child_path)?;
+        let frame = Frame { dir: Dir::new(sub).op_path(OP, &child_path)?, path: child_path, name: Some(name.into()) };
+        stack.push(frame);
+    }
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! The only `unsafe` in the crate: the few system calls rustix does not offer.
+//!
+//! * `mount_setattr(2)` with `struct mount_attr` (Linux 5.12),
+//! * `open_tree_attr(2)` (Linux 6.15),
+//! * the `clone(2)` that starts a process in a new user namespace.
+//!
+//! Everything else (fsopen, fsconfig, fsmount, move_mount, open_tree, statx, openat2, umount2) comes from rustix.
+//! Each wrapper here is small, takes borrowed fds and C strings, and returns `rustix::io::Result`.
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use rustix::io::{Errno, Result};
+use rustix::process::Pid;
+
+/// `struct mount_attr` from `<linux/mount.h>` (`MOUNT_ATTR_SIZE_VER0`, 32 bytes).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct MountAttr {
+    pub attr_set: u64,
+    pub attr_clr: u64,
+    pub propagation: u64,
+    pub userns_fd: u64,
+}
+
+/// `AT_RECURSIVE`, applied to `mount_setattr` and `open_tree`.
+pub(crate) const AT_RECURSIVE: u32 = 0x8000;
+/// `AT_EMPTY_PATH`.
+pub(crate) const AT_EMPTY_PATH: u32 = 0x1000;
+
+/// `__NR_open_tree_attr`: 467 in the unified syscall table every architecture shares since Linux 5.1
+/// (libc 0.2 does not name it yet).
+const SYS_OPEN_TREE_ATTR: libc::c_long = 467;
+
+fn check(ret: libc::c_long) -> Result<libc::c_long> {
+    if ret < 0 {
+        Err(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)))
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `mount_setattr(dfd, path, flags, &attr, sizeof(attr))`.
+pub(crate) fn mount_setattr(dfd: BorrowedFd<'_>, path: &CStr, flags: u32, attr: &MountAttr) -> Result<()> {
+    // SAFETY: `path` is a valid NUL-terminated string, `attr` points to a live `MountAttr` whose size we pass;
+    // the kernel only reads it.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dfd.as_raw_fd(),
+            path.as_ptr(),
+            flags as libc::c_uint,
+            attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    check(ret).map(drop)
+}
+
+/// `open_tree_attr(dfd, path, flags, &attr, sizeof(attr))` (Linux 6.15): clone a tree and set its attributes
+/// (an idmap included) in one call.
+pub(crate) fn open_tree_attr(
+    dfd: BorrowedFd<'_>,
+    path: &CStr,
+    flags: u32,
+    attr: Option<&MountAttr>,
+) -> Result<OwnedFd> {
+    let (ptr, size) = match attr {
+        Some(a) => (a as *const MountAttr, std::mem::size_of::<MountAttr>()),
+        None => (std::ptr::null(), 0),
+    };
+    // SAFETY: as for `mount_setattr`; a null attr with size 0 is documented as "no attributes".
+    let ret = unsafe { libc::syscall(SYS_OPEN_TREE_ATTR, dfd.as_raw_fd(), path.as_ptr(), flags, ptr, size) };
+    let fd = check(ret)? as RawFd;
+    // SAFETY: on success the kernel returned a new file descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Start a child process in a new user namespace. The child does nothing but wait to be killed: it exists only
+/// so that its parent can write `/proc/<pid>/{uid,gid}_map` and open `/proc/<pid>/ns/user`. It is killed with
+/// `SIGKILL` when the thread that made it exits (`PR_SET_PDEATHSIG`), so it cannot outlive a crashed caller.
+///
+/// The caller must kill and reap it (see `userns.rs`).
+pub(crate) fn spawn_userns_holder() -> Result<Pid> {
+    let parent = rustix::process::getpid();
+    // SAFETY: `clone` without CLONE_VM and with a null stack behaves like `fork`: the child gets a copy of the
+    // address space. In the child we only call async-signal-safe functions (prctl, getppid, pause, _exit) and
+    // never return into Rust code, so no lock or allocator state copied from other threads is ever touched.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    let pid = check(ret)?;
+    if pid == 0 {
+        // SAFETY: child side, see above.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+            if libc::getppid() != parent.as_raw_nonzero().get() {
+                libc::_exit(0);
+            }
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    Ok(Pid::from_raw(pid as i32).expect("clone returned a positive pid"))
+}

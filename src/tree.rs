@@ -1,0 +1,386 @@
+//! [`DetachedTree`]: an owned mount that is not attached anywhere, its attributes, its idmap, and `attach`.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use bitflags::bitflags;
+use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
+use rustix::mount::{MoveMountFlags, OpenTreeFlags};
+
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::guard::MountGuard;
+use crate::mountinfo::{MountTable, mount_id_of};
+use crate::sys;
+use crate::userns::UserNamespace;
+
+bitflags! {
+    /// Per-mount flags (`MOUNT_ATTR_*` of `mount_setattr(2)`), set or cleared with [`DetachedTree::set_attrs`].
+    /// Access-time behaviour is [`Atime`]; propagation is [`Propagation`].
+    ///
+    /// ```
+    /// use layermount::MountAttrs;
+    /// let hardened = MountAttrs::NOSUID | MountAttrs::NODEV | MountAttrs::NOEXEC;
+    /// assert!(hardened.contains(MountAttrs::NODEV));
+    /// ```
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub struct MountAttrs: u64 {
+        /// `MOUNT_ATTR_RDONLY`: read-only.
+        const RDONLY = 0x0000_0001;
+        /// `MOUNT_ATTR_NOSUID`: ignore set-user/group-id bits and file capabilities.
+        const NOSUID = 0x0000_0002;
+        /// `MOUNT_ATTR_NODEV`: no access to device files.
+        const NODEV = 0x0000_0004;
+        /// `MOUNT_ATTR_NOEXEC`: no execution.
+        const NOEXEC = 0x0000_0008;
+        /// `MOUNT_ATTR_NODIRATIME`: do not update directory access times.
+        const NODIRATIME = 0x0000_0080;
+        /// `MOUNT_ATTR_NOSYMFOLLOW`: do not follow symlinks during path resolution (Linux 5.14).
+        const NOSYMFOLLOW = 0x0020_0000;
+        /// Bits this crate does not name are kept as given.
+        const _ = !0;
+    }
+}
+
+/// `MOUNT_ATTR_IDMAP`.
+const ATTR_IDMAP: u64 = 0x0010_0000;
+/// `MOUNT_ATTR__ATIME`: the mask of the access-time mode.
+const ATTR_ATIME_MASK: u64 = 0x0000_0070;
+
+/// Access-time mode of a mount (exactly one applies).
+///
+/// ```
+/// assert_ne!(layermount::Atime::Relative, layermount::Atime::None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Atime {
+    /// `relatime` (the kernel default).
+    Relative,
+    /// `noatime`.
+    None,
+    /// `strictatime`.
+    Strict,
+}
+
+impl Atime {
+    fn bits(self) -> u64 {
+        match self {
+            Atime::Relative => 0,
+            Atime::None => 0x10,
+            Atime::Strict => 0x20,
+        }
+    }
+}
+
+/// Mount propagation type (`mount_namespaces(7)`).
+///
+/// ```
+/// let p = layermount::Propagation::Private;
+/// assert_eq!(p, layermount::Propagation::Private);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Propagation {
+    /// `MS_PRIVATE`: no events in or out.
+    Private,
+    /// `MS_SHARED`.
+    Shared,
+    /// `MS_SLAVE`: receives events from its master, sends none.
+    Slave,
+    /// `MS_UNBINDABLE`: private and cannot be bind-mounted.
+    Unbindable,
+}
+
+impl Propagation {
+    fn bits(self) -> u64 {
+        // MS_PRIVATE, MS_SHARED, MS_SLAVE, MS_UNBINDABLE from <linux/mount.h>.
+        match self {
+            Propagation::Private => 1 << 18,
+            Propagation::Shared => 1 << 20,
+            Propagation::Slave => 1 << 19,
+            Propagation::Unbindable => 1 << 17,
+        }
+    }
+}
+
+/// Where a tree's fd came from; decides how a refused idmap is explained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// `open_tree(OPEN_TREE_CLONE)` by us.
+    Clone,
+    /// `fsmount` by us.
+    FsMount,
+    /// Handed to us by the caller.
+    Foreign,
+}
+
+/// An owned detached mount: a clone of a directory tree (`open_tree(OPEN_TREE_CLONE)`) or a new filesystem
+/// (`fsmount`). It is visible nowhere until [`attach`](DetachedTree::attach)ed, and it vanishes when dropped.
+///
+/// Only a detached tree can be idmapped, and only once; `attach` consumes the tree, so an attached mount cannot
+/// reach [`idmap`](DetachedTree::idmap) through this type. A foreign fd adopted with
+/// [`from_fd`](DetachedTree::from_fd) is checked at run time instead.
+///
+/// ```no_run
+/// use layermount::{DetachedTree, IdMap, MountAttrs, UserNamespace};
+/// let map: IdMap = "0:100000:65536".parse()?;
+/// let ns = UserNamespace::cached(&map, &map)?;
+/// let mut store = DetachedTree::clone_path("/var/lib/layers", false)?;
+/// store.idmap(&ns)?;
+/// store.set_attrs(MountAttrs::RDONLY | MountAttrs::NODEV, MountAttrs::empty())?;
+/// let layer = store.open_dir("sha256-abc")?; // an O_PATH fd, ready for overlay's lowerdir+
+/// # Ok::<(), layermount::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct DetachedTree {
+    fd: OwnedFd,
+    origin: Origin,
+    recursive: bool,
+    idmapped: bool,
+}
+
+impl DetachedTree {
+    pub(crate) fn from_owned(fd: OwnedFd, origin: Origin, recursive: bool) -> Self {
+        Self { fd, origin, recursive, idmapped: false }
+    }
+
+    /// Clone the mount tree at `path` (`open_tree(AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)`), with
+    /// every mount beneath it when `recursive` (`AT_RECURSIVE`). A symlink as the last component is not followed.
+    ///
+    /// # References
+    /// - [`open_tree(2)`](https://man7.org/linux/man-pages/man2/open_tree.2.html)
+    ///
+    /// ```no_run
+    /// let tree = layermount::DetachedTree::clone_path("/srv/data", true)?;
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
+    #[doc(alias = "open_tree")]
+    pub fn clone_path(path: impl AsRef<Path>, recursive: bool) -> Result<Self> {
+        Self::clone_at(CWD, path, recursive)
+    }
+
+    /// Like [`clone_path`](Self::clone_path), relative to a directory fd (an empty path clones `dirfd` itself).
+    ///
+    /// ```no_run
+    /// let dir = std::fs::File::open("/srv")?;
+    /// let tree = layermount::DetachedTree::clone_at(&dir, "data", false)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn clone_at(dirfd: impl AsFd, path: impl AsRef<Path>, recursive: bool) -> Result<Self> {
+        let path = path.as_ref();
+        let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
+        flags |= OpenTreeFlags::AT_SYMLINK_NOFOLLOW;
+        if recursive {
+            flags |= OpenTreeFlags::AT_RECURSIVE;
+        }
+        if path.as_os_str().is_empty() {
+            flags |= OpenTreeFlags::AT_EMPTY_PATH;
+        }
+        let fd = rustix::mount::open_tree(dirfd, path, flags).op_path("open_tree clone", path)?;
+        Ok(Self::from_owned(fd, Origin::Clone, recursive))
+    }
+
+    /// Adopt a mount fd the caller made (e.g. with its own `open_tree` or `fsmount`). Whether it is really
+    /// detached is checked when it is idmapped or attached.
+    ///
+    /// ```no_run
+    /// use std::os::fd::OwnedFd;
+    /// # fn get_fd() -> OwnedFd { unimplemented!() }
+    /// let tree = layermount::DetachedTree::from_fd(get_fd());
+    /// ```
+    pub fn from_fd(fd: OwnedFd) -> Self {
+        Self::from_owned(fd, Origin::Foreign, false)
+    }
+
+    fn setattr(&self, attr: &sys::MountAttr) -> rustix::io::Result<()> {
+        let mut flags = sys::AT_EMPTY_PATH;
+        if self.recursive {
+            flags |= sys::AT_RECURSIVE;
+        }
+        sys::mount_setattr(self.fd.as_fd(), c"", flags, attr)
+    }
+
+    /// Set then clear per-mount flags (`mount_setattr(2)`, recursively if the tree was cloned recursively).
+    /// A flag in both sets is cleared.
+    ///
+    /// ```no_run
+    /// use layermount::{DetachedTree, MountAttrs};
+    /// let mut t = DetachedTree::clone_path("/srv/data", false)?;
+    /// t.set_attrs(MountAttrs::RDONLY | MountAttrs::NOSUID, MountAttrs::NOEXEC)?;
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
+    #[doc(alias = "mount_setattr")]
+    pub fn set_attrs(&mut self, set: MountAttrs, clear: MountAttrs) -> Result<()> {
+        let attr =
+            sys::MountAttr { attr_set: set.bits() & !clear.bits(), attr_clr: clear.bits(), ..Default::default() };
+        self.setattr(&attr).op("set mount attributes")
+    }
+
+    /// Set the access-time mode.
+    ///
+    /// ```no_run
+    /// let mut t = layermount::DetachedTree::clone_path("/srv/data", false)?;
+    /// t.set_atime(layermount::Atime::None)?;
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
+    pub fn set_atime(&mut self, atime: Atime) -> Result<()> {
+        let attr = sys::MountAttr { attr_set: atime.bits(), attr_clr: ATTR_ATIME_MASK, ..Default::default() };
+        self.setattr(&attr).op("set atime")
+    }
+
+    /// Set the propagation type.
+    ///
+    /// ```no_run
+    /// let mut t = layermount::DetachedTree::clone_path("/srv/data", false)?;
+    /// t.set_propagation(layermount::Propagation::Private)?;
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
+    pub fn set_propagation(&mut self, propagation: Propagation) -> Result<()> {
+        let attr = sys::MountAttr { propagation: propagation.bits(), ..Default::default() };
+        self.setattr(&attr).op("set propagation")
+    }
+
+    /// Idmap the tree with the maps of `ns` (`MOUNT_ATTR_IDMAP`): a file owned by on-disk uid `k` appears owned
+    /// by the host uid that `ns` maps container uid `k` to, and a file created by host uid `h` is stored with the
+    /// container uid `ns` maps to `h`.
+    ///
+    /// Refused with [`ErrorKind::AlreadyIdmapped`] when the tree already has an idmap, and with
+    /// [`ErrorKind::AlreadyAttached`] when it is (or was) attached to a mount table. Needs Linux 5.12 and a
+    /// filesystem that supports idmapped mounts ([`ErrorKind::NotSupported`] otherwise).
+    ///
+    /// ```no_run
+    /// use layermount::{DetachedTree, UserNamespace};
+    /// let map = "0:100000:65536".parse()?;
+    /// let mut t = DetachedTree::clone_path("/srv/layers", false)?;
+    /// t.idmap(&UserNamespace::cached(&map, &map)?)?;
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
+    #[doc(alias = "MOUNT_ATTR_IDMAP")]
+    pub fn idmap(&mut self, ns: &UserNamespace) -> Result<()> {
+        const OP: &str = "idmap tree";
+        if self.idmapped {
+            return Err(Error::new(ErrorKind::AlreadyIdmapped, OP));
+        }
+        if self.origin == Origin::Foreign && self.is_attached()? {
+            return Err(Error::new(ErrorKind::AlreadyAttached, OP));
+        }
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&ns.as_fd());
+        let attr = sys::MountAttr { attr_set: ATTR_IDMAP, userns_fd: fd as u64, ..Default::default() };
+        match self.setattr(&attr) {
+            Ok(()) => {
+                self.idmapped = true;
+                Ok(())
+            }
+            // The kernel says EINVAL for a mount outside an anonymous namespace (attached now or once), and also
+            // for a filesystem without idmap support; EPERM for a mount that is already idmapped.
+            Err(rustix::io::Errno::INVAL) if self.origin == Origin::Foreign => {
+                Err(Error::new(ErrorKind::AlreadyAttached, OP).with_detail("or its filesystem cannot be idmapped"))
+            }
+            Err(rustix::io::Errno::INVAL) => {
+                Err(Error::new(ErrorKind::NotSupported, OP)
+                    .with_detail("the filesystem does not support idmapped mounts"))
+            }
+            Err(rustix::io::Errno::PERM) if self.origin == Origin::Foreign => {
+                Err(Error::new(ErrorKind::AlreadyIdmapped, OP).with_detail("or permission denied"))
+            }
+            Err(e) => Err(Error::os(OP, e)),
+        }
+    }
+
+    /// True once [`idmap`](Self::idmap) succeeded on this tree.
+    pub fn is_idmapped(&self) -> bool {
+        self.idmapped
+    }
+
+    /// Whether this mount is in the calling thread's mount table (a detached tree never is).
+    fn is_attached(&self) -> Result<bool> {
+        let id = mount_id_of(&self.fd, Path::new("")).op("find mount id")?;
+        Ok(MountTable::current()?.by_id(id).is_some())
+    }
+
+    fn open_inside(&self, path: &Path, oflags: OFlags) -> Result<OwnedFd> {
+        if path.is_absolute() {
+            return Err(Error::new(ErrorKind::InvalidInput, "open directory in tree")
+                .with_path(path)
+                .with_detail("path must be relative to the tree"));
+        }
+        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_XDEV | ResolveFlags::NO_MAGICLINKS;
+        let target = if path.as_os_str().is_empty() { Path::new(".") } else { path };
+        rustix::fs::openat2(&self.fd, target, oflags | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), resolve)
+            .map_err(|e| {
+                let err = Error::os("open directory in tree", e).with_path(path);
+                match e {
+                    rustix::io::Errno::NOTDIR => err.with_detail("not a directory"),
+                    rustix::io::Errno::XDEV => err.with_detail("path leaves the tree or crosses a mount"),
+                    _ => err,
+                }
+            })
+    }
+
+    /// Open the directory `path` (relative, resolved beneath the tree's root, never crossing a mount or a magic
+    /// link) as an `O_PATH` fd: what overlay's `lowerdir+` takes from Linux 6.15.
+    ///
+    /// ```no_run
+    /// let store = layermount::DetachedTree::clone_path("/var/lib/layers", false)?;
+    /// let layer = store.open_dir("sha256-abc")?;
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
+    pub fn open_dir(&self, path: impl AsRef<Path>) -> Result<OwnedFd> {
+        self.open_inside(path.as_ref(), OFlags::PATH)
+    }
+
+    /// Like [`open_dir`](Self::open_dir) but `O_RDONLY`, for kernels (6.13, 6.14) whose overlay refuses `O_PATH`
+    /// layer fds.
+    ///
+    /// ```no_run
+    /// let store = layermount::DetachedTree::clone_path("/var/lib/layers", false)?;
+    /// let layer = store.open_dir_readable("sha256-abc")?;
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
+    pub fn open_dir_readable(&self, path: impl AsRef<Path>) -> Result<OwnedFd> {
+        self.open_inside(path.as_ref(), OFlags::RDONLY)
+    }
+
+    /// Attach the tree at `target` (`move_mount(2)`), creating `target` as an empty 0700 directory first if it does
+    /// not exist; the returned guard detaches it (and removes `target` only if it was created here).
+    /// A symlink as the last component of `target` is not followed.
+    ///
+    /// # References
+    /// - [`move_mount(2)`](https://man7.org/linux/man-pages/man2/move_mount.2.html)
+    ///
+    /// ```no_run
+    /// let tree = layermount::DetachedTree::clone_path("/srv/data", false)?;
+    /// let guard = tree.attach("/mnt/data")?;
+    /// // ... use /mnt/data ...
+    /// guard.unmount()?;
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
+    #[doc(alias = "move_mount")]
+    pub fn attach(self, target: impl AsRef<Path>) -> Result<MountGuard> {
+        let target = target.as_ref();
+        let created = match rustix::fs::mkdir(target, Mode::RWXU) {
+            Ok(()) => true,
+            Err(rustix::io::Errno::EXIST) => false,
+            Err(e) => return Err(Error::os("attach: create mount point", e).with_path(target)),
+        };
+        let moved = rustix::mount::move_mount(&self.fd, "", CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH);
+        if let Err(e) = moved {
+            if created {
+                let _ = rustix::fs::rmdir(target);
+            }
+            let err = Error::os("attach", e).with_path(target);
+            return Err(if e == rustix::io::Errno::INVAL && self.origin == Origin::Foreign {
+                err.with_detail("not a detached mount")
+            } else {
+                err
+            });
+        }
+        // The fd now names the attached mount; its id is how the guard knows the mount is still its own.
+        let mount_id = mount_id_of(&self.fd, Path::new("")).ok();
+        Ok(MountGuard::new(target.to_path_buf(), mount_id, created))
+    }
+}
+
+impl AsFd for DetachedTree {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
