@@ -5,6 +5,7 @@ use std::path::Path;
 
 use bitflags::bitflags;
 use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
 use rustix::mount::{MoveMountFlags, OpenTreeFlags};
 
 use crate::error::{Context, Error, ErrorKind, Result};
@@ -259,9 +260,6 @@ impl DetachedTree {
         if self.idmapped {
             return Err(Error::new(ErrorKind::AlreadyIdmapped, OP));
         }
-        if self.origin == Origin::Foreign && self.is_attached()? {
-            return Err(Error::new(ErrorKind::AlreadyAttached, OP));
-        }
         let fd = std::os::fd::AsRawFd::as_raw_fd(&ns.as_fd());
         let attr = sys::MountAttr { attr_set: ATTR_IDMAP, userns_fd: fd as u64, ..Default::default() };
         match self.setattr(&attr) {
@@ -269,19 +267,43 @@ impl DetachedTree {
                 self.idmapped = true;
                 Ok(())
             }
-            // The kernel says EINVAL for a mount outside an anonymous namespace (attached now or once), and also
-            // for a filesystem without idmap support; EPERM for a mount that is already idmapped.
-            Err(rustix::io::Errno::INVAL) if self.origin == Origin::Foreign => {
-                Err(Error::new(ErrorKind::AlreadyAttached, OP).with_detail("or its filesystem cannot be idmapped"))
-            }
-            Err(rustix::io::Errno::INVAL) => {
-                Err(Error::new(ErrorKind::NotSupported, OP)
-                    .with_detail("the filesystem does not support idmapped mounts"))
-            }
-            Err(rustix::io::Errno::PERM) if self.origin == Origin::Foreign => {
+            // EINVAL means: not a detached mount (attached now, or attached once and unmounted since), or a
+            // filesystem without idmap support. Tell them apart only now, off the fast path.
+            Err(Errno::INVAL) => Err(self.explain_idmap_einval(ns)),
+            // EPERM on a mount we did not idmap: it came idmapped (or the caller lacks CAP_SYS_ADMIN).
+            Err(Errno::PERM) if self.origin == Origin::Foreign => {
                 Err(Error::new(ErrorKind::AlreadyIdmapped, OP).with_detail("or permission denied"))
             }
             Err(e) => Err(Error::os(OP, e)),
+        }
+    }
+
+    fn explain_idmap_einval(&self, ns: &UserNamespace) -> Error {
+        const OP: &str = "idmap tree";
+        let attached = Error::new(ErrorKind::AlreadyAttached, OP);
+        if self.is_attached().unwrap_or(false) {
+            return attached;
+        }
+        // Not in our mount table: detached (then the filesystem must lack idmap support), unmounted after being
+        // attached, or attached in another namespace. A fresh clone tells: it can be made only from a mount that
+        // is attached somewhere or detached (Linux 6.15), and idmapping it tests the filesystem.
+        let flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_EMPTY_PATH;
+        match rustix::mount::open_tree(&self.fd, "", flags) {
+            Ok(clone) => {
+                let mut probe = DetachedTree::from_owned(clone, Origin::Clone, false);
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&ns.as_fd());
+                let attr = sys::MountAttr { attr_set: ATTR_IDMAP, userns_fd: fd as u64, ..Default::default() };
+                match probe.setattr(&attr) {
+                    Ok(()) => attached,
+                    Err(_) => Error::new(ErrorKind::NotSupported, OP)
+                        .with_detail("the filesystem does not support idmapped mounts"),
+                }
+            }
+            // Before Linux 6.15 a detached mount cannot be cloned either, so this is also what a detached tree on a
+            // filesystem without idmap support looks like there.
+            Err(_) => {
+                attached.with_detail("unmounted since (or, before Linux 6.15, a filesystem without idmap support)")
+            }
         }
     }
 
@@ -308,8 +330,8 @@ impl DetachedTree {
             .map_err(|e| {
                 let err = Error::os("open directory in tree", e).with_path(path);
                 match e {
-                    rustix::io::Errno::NOTDIR => err.with_detail("not a directory"),
-                    rustix::io::Errno::XDEV => err.with_detail("path leaves the tree or crosses a mount"),
+                    Errno::NOTDIR => err.with_detail("not a directory"),
+                    Errno::XDEV => err.with_detail("path leaves the tree or crosses a mount"),
                     _ => err,
                 }
             })
@@ -358,7 +380,7 @@ impl DetachedTree {
         let target = target.as_ref();
         let created = match rustix::fs::mkdir(target, Mode::RWXU) {
             Ok(()) => true,
-            Err(rustix::io::Errno::EXIST) => false,
+            Err(Errno::EXIST) => false,
             Err(e) => return Err(Error::os("attach: create mount point", e).with_path(target)),
         };
         let moved = rustix::mount::move_mount(&self.fd, "", CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH);
@@ -367,7 +389,7 @@ impl DetachedTree {
                 let _ = rustix::fs::rmdir(target);
             }
             let err = Error::os("attach", e).with_path(target);
-            return Err(if e == rustix::io::Errno::INVAL && self.origin == Origin::Foreign {
+            return Err(if e == Errno::INVAL && self.origin == Origin::Foreign {
                 err.with_detail("not a detached mount")
             } else {
                 err
