@@ -290,7 +290,7 @@ impl DetachedTree {
         let flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_EMPTY_PATH;
         match rustix::mount::open_tree(&self.fd, "", flags) {
             Ok(clone) => {
-                let mut probe = DetachedTree::from_owned(clone, Origin::Clone, false);
+                let probe = DetachedTree::from_owned(clone, Origin::Clone, false);
                 let fd = std::os::fd::AsRawFd::as_raw_fd(&ns.as_fd());
                 let attr = sys::MountAttr { attr_set: ATTR_IDMAP, userns_fd: fd as u64, ..Default::default() };
                 match probe.setattr(&attr) {
