@@ -44,6 +44,13 @@ mod sys;
 mod tree;
 mod userns;
 
+/// The integration tests' helpers (private mount namespace, leak check), shared with unit tests.
+#[cfg(test)]
+extern crate self as layermount;
+#[cfg(test)]
+#[path = "../tests/common/mod.rs"]
+mod test_common;
+
 pub use error::{Error, ErrorKind, IdMapProblem, Result};
 pub use features::{Features, OVERLAY_LEVEL_ENV, OverlayLevel, idmap_supported};
 pub use fscontext::FsContext;

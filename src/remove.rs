@@ -179,3 +179,31 @@ fn remove_contents(top: OwnedFd, path: &Path, stats: &mut RemoveStats) -> Result
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::test_common as common;
+
+    use super::*;
+
+    /// A mount that appears after the up-front check (simulated by skipping it) still stops the walk, and
+    /// nothing behind it is touched.
+    #[test]
+    fn mount_appearing_mid_way_stops_the_walk() {
+        common::privileged("mount_appearing_mid_way_stops_the_walk", |scratch| {
+            let tree = scratch.join("tree");
+            std::fs::create_dir_all(tree.join("b/m")).unwrap();
+            std::fs::write(tree.join("b/file"), b"f").unwrap();
+            common::mount_tmpfs(&tree.join("b/m"));
+            std::fs::write(tree.join("b/m/precious"), b"p").unwrap();
+            let parent = std::fs::File::open(scratch).unwrap();
+            let top = open_subdir(&parent, OsStr::new("tree"), &tree).unwrap();
+            let err = remove_contents(top, &tree, &mut RemoveStats::default()).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::MountBoundary, "{err}");
+            assert_eq!(err.path(), Some(tree.join("b/m").as_path()));
+            assert_eq!(std::fs::read(tree.join("b/m/precious")).unwrap(), b"p");
+            common::umount(&tree.join("b/m"));
+            remove_all(&tree).unwrap();
+        });
+    }
+}
