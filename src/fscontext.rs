@@ -81,12 +81,14 @@ impl FsContext {
     /// `fsconfig(FSCONFIG_SET_STRING, key, value)`. The kernel caps a value at 255 bytes.
     #[doc(alias = "fsconfig")]
     pub fn set_string(&mut self, key: &str, value: &str) -> Result<()> {
-        rustix::mount::fsconfig_set_string(&self.fd, key, value).map_err(|e| self.fail("fsconfig set string", key, e))
+        rustix::mount::fsconfig_set_string(&self.fd, key, value)
+            .map_err(|e| self.fail("fsconfig set string", &format!("{key}={value}"), e))
     }
 
     /// `fsconfig(FSCONFIG_SET_STRING, key, value)` with a C string, for paths that are not UTF-8.
     pub fn set_cstring(&mut self, key: &str, value: &CStr) -> Result<()> {
-        rustix::mount::fsconfig_set_string(&self.fd, key, value).map_err(|e| self.fail("fsconfig set string", key, e))
+        rustix::mount::fsconfig_set_string(&self.fd, key, value)
+            .map_err(|e| self.fail("fsconfig set string", &format!("{key}={}", value.to_string_lossy()), e))
     }
 
     /// `fsconfig(FSCONFIG_SET_FD, key, fd)`, e.g. overlay's `"lowerdir+"` with a directory fd (Linux 6.13).

@@ -1,0 +1,88 @@
+//! Features: the probe on the running kernel, forced levels, and fs-context messages in errors.
+
+mod common;
+
+use layermount::{ErrorKind, Features, FsContext, OverlayLevel};
+
+fn kernel_at_least(f: &Features, major: u32, minor: u32) -> bool {
+    let mut it = f.kernel_release.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse::<u32>().ok());
+    let (a, b) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    (a, b) >= (major, minor)
+}
+
+#[test]
+fn probe_matches_this_kernel() {
+    if !common::have_privilege("probe_matches_this_kernel") {
+        return;
+    }
+    let f = Features::probe();
+    assert!(f.privileged);
+    assert!(f.new_mount_api && f.mount_setattr, "{f:?}");
+    if kernel_at_least(&f, 6, 15) {
+        assert!(f.open_tree_attr && f.statx_mnt_id_unique && f.idmap_tmpfs, "{f:?}");
+        assert!(f.overlay_lowerdir_plus && f.overlay_lowerdir_fd && f.overlay_detached_layers, "{f:?}");
+        assert_eq!(f.overlay_level(), OverlayLevel::DetachedLayers);
+    }
+    // The cached value equals a fresh probe when no level is forced.
+    if std::env::var_os(layermount::OVERLAY_LEVEL_ENV).is_none() {
+        assert_eq!(Features::get(), &f);
+    }
+}
+
+#[test]
+fn unprivileged_probe_reports_syscalls_but_no_mounts() {
+    if !common::have_privilege("unprivileged_probe_reports_syscalls_but_no_mounts") {
+        return;
+    }
+    let f = std::thread::spawn(|| {
+        caps::drop(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_ADMIN).unwrap();
+        Features::probe()
+    })
+    .join()
+    .unwrap();
+    assert!(!f.privileged);
+    assert!(f.mount_setattr && f.new_mount_api, "presence is probed without privilege: {f:?}");
+    assert!(!f.overlay && !f.idmap_tmpfs && f.overlay_level() == OverlayLevel::Legacy, "{f:?}");
+}
+
+#[test]
+fn levels_can_be_forced_down() {
+    let f = Features::probe();
+    for level in
+        [OverlayLevel::Legacy, OverlayLevel::LowerdirStrings, OverlayLevel::LowerdirFds, OverlayLevel::DetachedLayers]
+    {
+        let limited = f.limited_to(level);
+        assert!(limited.overlay_level() <= level);
+        if f.overlay_level() >= level {
+            assert_eq!(limited.overlay_level(), level);
+        }
+        assert_eq!(level.name().parse::<OverlayLevel>().unwrap(), level);
+    }
+    let err = "newest".parse::<OverlayLevel>().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("\"newest\""), "{err}");
+}
+
+#[test]
+fn fsconfig_errors_carry_kernel_messages() {
+    if !common::have_privilege("fsconfig_errors_carry_kernel_messages") {
+        return;
+    }
+    let mut ov = FsContext::open("overlay").unwrap();
+    let err = ov.set_string("lowerdir+", "/nonexistent-layermount-layer").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(2), "{err}");
+    let err = ov.set_flag("no-such-option").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(22), "{err}");
+    assert_eq!(err.kernel_messages(), ["e overlay: Unknown parameter 'no-such-option'"]);
+    assert!(
+        FsContext::open("overlay")
+            .unwrap()
+            .set_string("lowerdir+", "/x")
+            .unwrap_err()
+            .to_string()
+            .contains("lowerdir+=/x")
+    );
+    let err = FsContext::open("no-such-filesystem").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(19), "ENODEV: {err}");
+    assert!(err.to_string().contains("no-such-filesystem"), "{err}");
+}
