@@ -32,6 +32,59 @@ pub enum ErrorKind {
     InvalidInput,
     /// The caller lacks a privilege the operation needs (usually `CAP_SYS_ADMIN`).
     PermissionDenied,
+    /// An overlay could not be composed as asked; the inner value says why. Checked before any mount is made.
+    InvalidOverlay(OverlayProblem),
+    /// A mount specification (type, source, target, options) is malformed or names an unknown option.
+    InvalidMountSpec,
+}
+
+/// Why an overlay could not be composed. Each is detected before any system call that mounts, except
+/// [`SilentlyReadOnly`](OverlayProblem::SilentlyReadOnly), which is checked right after the kernel made the mount
+/// (and the mount is dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OverlayProblem {
+    /// No lower layer was given.
+    NoLowerLayer,
+    /// One lower layer and no upper: the kernel needs two lower layers for a read-only overlay.
+    SingleLowerWithoutUpper,
+    /// More than 500 layers (lower and data-only together): the kernel's limit.
+    TooManyLayers,
+    /// The same directory is given twice (the kernel would refuse with ELOOP). Duplicates are refused, never
+    /// silently dropped, since dropping one changes which layer wins.
+    DuplicateLayer,
+    /// A layer lies inside another layer, or a lower layer inside the upper or work directory, or the upper and
+    /// work directories inside each other (all refused by the kernel). An upper or work directory inside a lower
+    /// layer is allowed (Linux 5.12+), so it is not reported.
+    NestedLayers,
+    /// A layer, upper or work path is not a directory.
+    NotADirectory,
+    /// The legacy `mount(2)` option string would exceed one page (4095 bytes) even with relative paths; the
+    /// kernel would cut it silently and could mount with layers missing.
+    OptionsTooLong,
+    /// An option that names layers (`lowerdir`, `upperdir`, `workdir`, `datadir`) was given as a raw option.
+    ReservedOption,
+    /// The overlay has an upper layer but the kernel made it read-only (an idmapped upper whose map does not cover
+    /// the mounter's fsuid does this with no error).
+    SilentlyReadOnly,
+}
+
+impl fmt::Display for OverlayProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NoLowerLayer => "no lower layer",
+            Self::SingleLowerWithoutUpper => "one lower layer and no upper: a read-only overlay needs two lower layers",
+            Self::TooManyLayers => "more than 500 layers",
+            Self::DuplicateLayer => "the same directory is given twice",
+            Self::NestedLayers => "layers are nested inside each other",
+            Self::NotADirectory => "not a directory",
+            Self::OptionsTooLong => "mount(2) option string longer than one page (4095 bytes)",
+            Self::ReservedOption => "layer options must be given as layers, not as raw options",
+            Self::SilentlyReadOnly => {
+                "the kernel made the overlay read-only although it has an upper layer (does the upper's idmap cover the mounter's uid?)"
+            }
+        })
+    }
 }
 
 /// How an id map was malformed.
@@ -178,6 +231,10 @@ impl fmt::Display for Error {
                 write!(f, "{p}")?;
                 need_sep = true;
             }
+            ErrorKind::InvalidOverlay(p) => {
+                write!(f, "{p}")?;
+                need_sep = true;
+            }
             ErrorKind::MountBoundary => {
                 f.write_str("is a mount point; refusing to cross it")?;
                 need_sep = true;
@@ -211,6 +268,7 @@ impl fmt::Display for Error {
                 ErrorKind::NotSupported => "not supported by this kernel",
                 ErrorKind::PermissionDenied => "permission denied",
                 ErrorKind::InvalidInput => "invalid input",
+                ErrorKind::InvalidMountSpec => "invalid mount specification",
                 _ => "failed",
             })?;
         }
@@ -228,7 +286,10 @@ impl From<Error> for std::io::Error {
         let kind = match e.kind {
             ErrorKind::PermissionDenied => std::io::ErrorKind::PermissionDenied,
             ErrorKind::NotSupported => std::io::ErrorKind::Unsupported,
-            ErrorKind::InvalidInput | ErrorKind::InvalidIdMap(_) => std::io::ErrorKind::InvalidInput,
+            ErrorKind::InvalidInput
+            | ErrorKind::InvalidIdMap(_)
+            | ErrorKind::InvalidOverlay(_)
+            | ErrorKind::InvalidMountSpec => std::io::ErrorKind::InvalidInput,
             ErrorKind::MountBoundary => std::io::ErrorKind::ResourceBusy,
             _ => match e.errno {
                 Some(n) => std::io::Error::from_raw_os_error(n).kind(),

@@ -39,6 +39,7 @@ mod fscontext;
 mod guard;
 mod idmap;
 mod mountinfo;
+mod overlay;
 mod remove;
 mod sys;
 mod tree;
@@ -51,12 +52,13 @@ extern crate self as layermount;
 #[path = "../tests/common/mod.rs"]
 mod test_common;
 
-pub use error::{Error, ErrorKind, IdMapProblem, Result};
+pub use error::{Error, ErrorKind, IdMapProblem, OverlayProblem, Result};
 pub use features::{Features, OVERLAY_LEVEL_ENV, OverlayLevel, idmap_supported};
 pub use fscontext::FsContext;
 pub use guard::MountGuard;
 pub use idmap::{IdMap, IdRange, MAX_EXTENTS};
 pub use mountinfo::{MountChanges, MountInfo, MountTable};
+pub use overlay::{MAX_LAYERS, Overlay, OverlayOption};
 pub use remove::{RemoveStats, remove_all};
 pub use tree::{Atime, DetachedTree, MountAttrs, Propagation};
 pub use userns::UserNamespace;

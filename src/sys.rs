@@ -112,3 +112,13 @@ pub(crate) fn spawn_userns_holder() -> Result<Pid> {
     }
     Ok(Pid::from_raw(pid as i32).expect("clone returned a positive pid"))
 }
+
+/// Give the calling thread its own filesystem information (cwd, root, umask): `unshare(CLONE_FS)`.
+///
+/// Used only in threads made for the purpose (to `fchdir` and pass relative paths to the kernel), so no other
+/// thread's view of the cwd changes.
+pub(crate) fn unshare_fs() -> Result<()> {
+    // SAFETY: rustix marks `unshare` unsafe because other threads sharing the fs_struct could observe the change;
+    // our callers run this first thing in a thread of their own that shares nothing yet.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) }
+}

@@ -23,7 +23,7 @@ bitflags! {
     /// let hardened = MountAttrs::NOSUID | MountAttrs::NODEV | MountAttrs::NOEXEC;
     /// assert!(hardened.contains(MountAttrs::NODEV));
     /// ```
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct MountAttrs: u64 {
         /// `MOUNT_ATTR_RDONLY`: read-only.
         const RDONLY = 0x0000_0001;
@@ -305,6 +305,16 @@ impl DetachedTree {
                 attached.with_detail("unmounted since (or, before Linux 6.15, a filesystem without idmap support)")
             }
         }
+    }
+
+    /// Give up the tree as its fd (the mount root, `O_PATH`); the mount lives as long as the fd.
+    ///
+    /// ```no_run
+    /// let fd = layermount::DetachedTree::clone_path("/srv/layer", false)?.into_fd();
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
     }
 
     /// True once [`idmap`](Self::idmap) succeeded on this tree.

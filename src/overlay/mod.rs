@@ -1,0 +1,562 @@
+//! [`Overlay`]: compose an overlay root filesystem from image layers, idmapped for a user-namespaced container, with
+//! no temporary mount ever attached on kernels that take layers as file descriptors.
+//!
+//! Strategies, picked from [`Features`] (or forced with [`Overlay::strategy`] / `LAYERMOUNT_OVERLAY_LEVEL`):
+//!
+//! | [`OverlayLevel`] | kernel | layers reach the kernel as | idmapping |
+//! |---|---|---|---|
+//! | `DetachedLayers` | 6.15 | `O_PATH` fds, `fsconfig(FSCONFIG_SET_FD, "lowerdir+")` | one *detached* idmapped clone per mount the layers are on |
+//! | `LowerdirFds` | 6.13 | `O_RDONLY` fds, same call | one idmapped clone per mount, attached under a private staging directory while the overlay is made |
+//! | `LowerdirStrings` | 6.8 | `fsconfig(FSCONFIG_SET_STRING, "lowerdir+")`, paths over 255 bytes made relative by a `fchdir` in a thread of its own | as above |
+//! | `Legacy` | any | `mount(2)` with one `lowerdir=` string, checked against the 4095-byte page (compacted to relative paths when that makes it fit; refused otherwise) | as above |
+//!
+//! In every strategy the overlay is created first as a detached tree; [`Overlay::mount_at`] then attaches it.
+//! Temporary mounts of the fallbacks are detached and their directories removed (with `rmdir`) before
+//! [`Overlay::mount`] returns, on success and on error.
+
+mod layers;
+mod staging;
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::OFlags;
+use rustix::mount::MountAttrFlags;
+
+pub use layers::MAX_LAYERS;
+use layers::{Group, Resolved, Role};
+use staging::{Staging, open_beneath, with_own_cwd};
+
+use crate::error::{Error, ErrorKind, OverlayProblem, Result};
+use crate::features::{Features, OverlayLevel};
+use crate::fscontext::FsContext;
+use crate::guard::MountGuard;
+use crate::tree::{DetachedTree, MountAttrs};
+use crate::userns::UserNamespace;
+
+/// The kernel caps a string given to `fsconfig` at this many bytes.
+const FSCONFIG_STRING_MAX: usize = 255;
+/// `mount(2)` copies one page of options and silently cuts the rest.
+const LEGACY_OPTIONS_MAX: usize = 4095;
+
+/// A source of one overlay directory.
+#[derive(Debug)]
+enum Source {
+    Path(PathBuf),
+    Fd(OwnedFd),
+}
+
+/// Typed overlay options (see `Documentation/filesystems/overlayfs.rst`), or a raw one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OverlayOption {
+    /// `volatile`: no syncs to the upper layer; the overlay must be discarded after a crash.
+    Volatile,
+    /// `userxattr`: use `user.overlay.*` xattrs (needed in user namespaces).
+    UserXattr,
+    /// `index=on|off`.
+    Index(bool),
+    /// `metacopy=on|off`.
+    Metacopy(bool),
+    /// `redirect_dir=on|off|follow|nofollow`.
+    RedirectDir(&'static str),
+    /// `xino=on|off|auto`.
+    Xino(&'static str),
+    /// `uuid=on|off|null|auto`.
+    Uuid(&'static str),
+    /// Any other option: `key` alone (a flag) or `key=value`.
+    Raw(String, Option<String>),
+}
+
+impl OverlayOption {
+    fn key_value(&self) -> (&str, Option<String>) {
+        let on_off = |b: bool| Some(if b { "on" } else { "off" }.to_string());
+        match self {
+            Self::Volatile => ("volatile", None),
+            Self::UserXattr => ("userxattr", None),
+            Self::Index(b) => ("index", on_off(*b)),
+            Self::Metacopy(b) => ("metacopy", on_off(*b)),
+            Self::RedirectDir(v) => ("redirect_dir", Some(v.to_string())),
+            Self::Xino(v) => ("xino", Some(v.to_string())),
+            Self::Uuid(v) => ("uuid", Some(v.to_string())),
+            Self::Raw(k, v) => (k, v.clone()),
+        }
+    }
+}
+
+impl fmt::Display for OverlayOption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.key_value() {
+            (k, None) => f.write_str(k),
+            (k, Some(v)) => write!(f, "{k}={v}"),
+        }
+    }
+}
+
+/// Builder of an overlay mount.
+///
+/// Lower layers are given top-most first, as in `lowerdir=top:...:bottom`. A [`UserNamespace`] given with
+/// [`idmap`](Overlay::idmap) idmaps every lower and data-only layer given as a path (layers given as fds are used as
+/// they are), and the upper and work directories too with [`idmap_upper`](Overlay::idmap_upper).
+///
+/// ```no_run
+/// use layermount::{IdMap, MountAttrs, Overlay, UserNamespace};
+/// let map: IdMap = "0:100000:65536".parse()?;
+/// let guard = Overlay::new()
+///     .lower("/var/lib/layers/3")
+///     .lower("/var/lib/layers/2")
+///     .lower("/var/lib/layers/1")
+///     .upper("/var/lib/ctr/upper", "/var/lib/ctr/work")
+///     .idmap(UserNamespace::cached(&map, &map)?)
+///     .idmap_upper(true)
+///     .attrs(MountAttrs::NODEV | MountAttrs::NOSUID)
+///     .mount_at("/run/ctr/rootfs")?;
+/// # Ok::<(), layermount::Error>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct Overlay {
+    lowers: Vec<Source>,
+    data: Vec<Source>,
+    upper: Option<(Source, Source)>,
+    options: Vec<OverlayOption>,
+    userns: Option<UserNamespace>,
+    idmap_upper: bool,
+    attrs: MountAttrs,
+    strategy: Option<OverlayLevel>,
+    features: Option<Features>,
+    staging_parent: Option<PathBuf>,
+}
+
+impl Overlay {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add a lower layer below those added so far (the first one added is the top-most).
+    pub fn lower(mut self, dir: impl AsRef<Path>) -> Self {
+        self.lowers.push(Source::Path(dir.as_ref().to_path_buf()));
+        self
+    }
+
+    /// Add lower layers, top-most first.
+    ///
+    /// ```
+    /// let o = layermount::Overlay::new().lowers(["/l/2", "/l/1"]);
+    /// ```
+    pub fn lowers<P: AsRef<Path>>(mut self, dirs: impl IntoIterator<Item = P>) -> Self {
+        self.lowers.extend(dirs.into_iter().map(|d| Source::Path(d.as_ref().to_path_buf())));
+        self
+    }
+
+    /// Add a lower layer given as a directory fd (an `O_PATH` or `O_RDONLY` fd, or the root of a
+    /// [`DetachedTree`]); it is used as it is, never idmapped here. The legacy and string strategies pass it as a
+    /// `/proc/thread-self/fd/N` path.
+    pub fn lower_fd(mut self, fd: OwnedFd) -> Self {
+        self.lowers.push(Source::Fd(fd));
+        self
+    }
+
+    /// Add a lower layer given as a detached tree (its root).
+    pub fn lower_tree(self, tree: DetachedTree) -> Self {
+        self.lower_fd(tree.into_fd())
+    }
+
+    /// Add a data-only lower layer (`datadir+`, or `::` in a `lowerdir=` string), below every lower layer. Data-only
+    /// layers are reachable only through metacopy redirects.
+    pub fn data_layer(mut self, dir: impl AsRef<Path>) -> Self {
+        self.data.push(Source::Path(dir.as_ref().to_path_buf()));
+        self
+    }
+
+    /// Make the overlay writable: `upper` receives changes, `work` is overlay's scratch directory (same filesystem,
+    /// empty, not inside `upper`).
+    pub fn upper(mut self, upper: impl AsRef<Path>, work: impl AsRef<Path>) -> Self {
+        self.upper = Some((Source::Path(upper.as_ref().to_path_buf()), Source::Path(work.as_ref().to_path_buf())));
+        self
+    }
+
+    /// Add an overlay option, after those given so far (order is kept).
+    pub fn option(mut self, option: OverlayOption) -> Self {
+        self.options.push(option);
+        self
+    }
+
+    /// Idmap the layers with `ns`.
+    pub fn idmap(mut self, ns: UserNamespace) -> Self {
+        self.userns = Some(ns);
+        self
+    }
+
+    /// Also idmap the upper and work directories (needs [`idmap`](Self::idmap)). The mounter's uid must be mapped
+    /// by the namespace, or the kernel makes the overlay read-only: that is refused before mounting.
+    pub fn idmap_upper(mut self, yes: bool) -> Self {
+        self.idmap_upper = yes;
+        self
+    }
+
+    /// Per-mount flags of the resulting mount (`RDONLY`, `NOSUID`, `NODEV`, ...).
+    pub fn attrs(mut self, attrs: MountAttrs) -> Self {
+        self.attrs = attrs;
+        self
+    }
+
+    /// Force a strategy instead of the best one the kernel supports (an error if the kernel lacks it).
+    pub fn strategy(mut self, level: OverlayLevel) -> Self {
+        self.strategy = Some(level);
+        self
+    }
+
+    /// Use these features instead of [`Features::get`] (tests, or a caller that probes once itself).
+    pub fn features(mut self, features: Features) -> Self {
+        self.features = Some(features);
+        self
+    }
+
+    /// Where the fallback strategies make their private staging directory (default: `std::env::temp_dir()`).
+    /// The fast path never uses it.
+    pub fn staging_dir(mut self, parent: impl AsRef<Path>) -> Self {
+        self.staging_parent = Some(parent.as_ref().to_path_buf());
+        self
+    }
+
+    /// The strategy [`mount`](Self::mount) will use.
+    ///
+    /// ```no_run
+    /// let o = layermount::Overlay::new().lowers(["/l/2", "/l/1"]);
+    /// println!("composing with {}", o.chosen_strategy()?);
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
+    pub fn chosen_strategy(&self) -> Result<OverlayLevel> {
+        let features = self.features.clone().unwrap_or_else(|| Features::get().clone());
+        let best = features.overlay_level();
+        match self.strategy {
+            None => Ok(best),
+            Some(level) if level <= best => Ok(level),
+            Some(level) => Err(Error::new(ErrorKind::NotSupported, "compose overlay")
+                .with_detail(format!("strategy {level} needs a newer kernel (best here: {best})"))),
+        }
+    }
+
+    /// Make the overlay as a detached tree (attached nowhere).
+    pub fn mount(self) -> Result<DetachedTree> {
+        let level = self.chosen_strategy()?;
+        for o in &self.options {
+            let (k, _) = o.key_value();
+            if matches!(k, "lowerdir" | "lowerdir+" | "upperdir" | "workdir" | "datadir+") {
+                return Err(Error::new(ErrorKind::InvalidOverlay(OverlayProblem::ReservedOption), "compose overlay")
+                    .with_detail(k.to_string()));
+            }
+        }
+        let resolved = self.resolve()?;
+        layers::validate(&resolved, self.upper.is_some())?;
+        if self.idmap_upper && self.upper.is_some() {
+            self.check_upper_map()?;
+        }
+        let tree = match level {
+            OverlayLevel::DetachedLayers => self.compose_fds(&resolved, None)?,
+            OverlayLevel::LowerdirFds => {
+                let mut staging = self.staging()?;
+                let tree = self.compose_fds(&resolved, Some(&mut staging))?;
+                staging.cleanup()?;
+                tree
+            }
+            OverlayLevel::LowerdirStrings => {
+                let mut staging = self.staging()?;
+                let tree = self.compose_strings(&resolved, &mut staging)?;
+                staging.cleanup()?;
+                tree
+            }
+            OverlayLevel::Legacy => {
+                let mut staging = self.staging()?;
+                let tree = self.compose_legacy(&resolved, &mut staging)?;
+                staging.cleanup()?;
+                tree
+            }
+        };
+        if self.upper.is_some() && !self.attrs.contains(MountAttrs::RDONLY) {
+            let st = rustix::fs::fstatvfs(&tree).map_err(|e| Error::os("compose overlay: statvfs", e))?;
+            if st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
+                return Err(Error::new(ErrorKind::InvalidOverlay(OverlayProblem::SilentlyReadOnly), "compose overlay"));
+            }
+        }
+        Ok(tree)
+    }
+
+    /// Make the overlay and attach it at `target` (created if missing, and then removed by the guard).
+    pub fn mount_at(self, target: impl AsRef<Path>) -> Result<MountGuard> {
+        self.mount()?.attach(target)
+    }
+
+    fn staging(&self) -> Result<Staging> {
+        Staging::new(self.staging_parent.as_deref().unwrap_or(&std::env::temp_dir()))
+    }
+
+    fn resolve(&self) -> Result<Vec<Resolved>> {
+        let layer_count = self.lowers.len() + self.data.len();
+        if layer_count > MAX_LAYERS {
+            return Err(Error::new(ErrorKind::InvalidOverlay(OverlayProblem::TooManyLayers), "compose overlay")
+                .with_detail(format!("{layer_count} layers; the kernel stacks at most {MAX_LAYERS}")));
+        }
+        let one = |role: Role, s: &Source| match s {
+            Source::Path(p) => layers::resolve_path(role, p),
+            Source::Fd(fd) => {
+                let dup = fd.try_clone().map_err(|e| Error::io("compose overlay: dup", &e))?;
+                layers::resolve_fd(role, dup)
+            }
+        };
+        let mut out = Vec::with_capacity(layer_count + 2);
+        for s in &self.lowers {
+            out.push(one(Role::Lower, s)?);
+        }
+        for s in &self.data {
+            out.push(one(Role::Data, s)?);
+        }
+        if let Some((u, w)) = &self.upper {
+            out.push(one(Role::Upper, u)?);
+            out.push(one(Role::Work, w)?);
+        }
+        Ok(out)
+    }
+
+    fn check_upper_map(&self) -> Result<()> {
+        let Some(ns) = &self.userns else { return Ok(()) };
+        let uid = rustix::process::geteuid().as_raw();
+        let gid = rustix::process::getegid().as_raw();
+        if ns.uid_map().to_container(uid).is_none() || ns.gid_map().to_container(gid).is_none() {
+            return Err(Error::new(ErrorKind::InvalidOverlay(OverlayProblem::SilentlyReadOnly), "compose overlay")
+                .with_detail(format!("the idmap of the upper does not map the mounter's uid {uid} / gid {gid}")));
+        }
+        Ok(())
+    }
+
+    /// Which resolved directories this builder idmaps.
+    fn idmapped(&self, r: &Resolved) -> bool {
+        self.userns.is_some() && r.from_path && (r.role != Role::Upper && r.role != Role::Work || self.idmap_upper)
+    }
+
+    /// Apply options in the order given.
+    fn set_options(&self, ov: &mut FsContext) -> Result<()> {
+        for o in &self.options {
+            match o.key_value() {
+                (k, None) => ov.set_flag(k)?,
+                (k, Some(v)) => ov.set_string(k, &v)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&self, ov: &mut FsContext) -> Result<DetachedTree> {
+        self.set_options(ov)?;
+        ov.create()?;
+        ov.mount_with(MountAttrFlags::from_bits_retain(self.attrs.bits() as u32))
+    }
+
+    /// The fd strategies. Without `staging` (Linux 6.15): one detached idmapped clone per group, `O_PATH` layer fds
+    /// inside it. With `staging` (6.13, 6.14): the clones are attached under it and layers opened `O_RDONLY`.
+    fn compose_fds(&self, all: &[Resolved], mut staging: Option<&mut Staging>) -> Result<DetachedTree> {
+        let mut fds: Vec<Option<OwnedFd>> = (0..all.len()).map(|_| None).collect();
+        // Every clone stays alive (as do the fds inside it) until the overlay is created.
+        let mut clones: Vec<DetachedTree> = Vec::new();
+        if let Some(ns) = &self.userns {
+            for group in layers::group_by_mount(all, |r| self.idmapped(r)) {
+                match staging.as_deref_mut() {
+                    None => {
+                        let mut tree = DetachedTree::clone_path(&group.base, false)?;
+                        tree.idmap(ns)?;
+                        for (i, rel) in &group.members {
+                            fds[*i] = Some(tree.open_dir(rel)?);
+                        }
+                        clones.push(tree);
+                    }
+                    Some(staging) => {
+                        let at = staging.attach_idmapped(&group.base, ns)?;
+                        for (i, rel) in &group.members {
+                            fds[*i] = Some(open_beneath(&at, rel, OFlags::RDONLY)?);
+                        }
+                    }
+                }
+            }
+        }
+        let mut ov = FsContext::open("overlay")?;
+        for (i, r) in all.iter().enumerate() {
+            let readable;
+            let fd = match (&fds[i], &staging) {
+                (Some(fd), _) => fd.as_fd(),
+                (None, None) => r.fd.as_fd(),
+                (None, Some(_)) => {
+                    readable = layers::reopen_readable(r)?;
+                    readable.as_fd()
+                }
+            };
+            ov.set_fd(key(r.role), fd)?;
+        }
+        let tree = self.finish(&mut ov)?;
+        drop(clones);
+        Ok(tree)
+    }
+
+    /// Paths of the directories for the string and legacy strategies: idmapped ones point into clones attached
+    /// under `staging`; a caller's fd becomes `/proc/thread-self/fd/N`.
+    fn paths(&self, all: &[Resolved], staging: &mut Staging) -> Result<Vec<PathBuf>> {
+        let mut paths: Vec<PathBuf> = all
+            .iter()
+            .map(|r| match (&r.real, r.from_path) {
+                (Some(real), true) => real.clone(),
+                _ => PathBuf::from(format!("/proc/thread-self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&r.fd))),
+            })
+            .collect();
+        if let Some(ns) = &self.userns {
+            let groups: Vec<Group> = layers::group_by_mount(all, |r| self.idmapped(r));
+            for group in groups {
+                let at = staging.attach_idmapped(&group.base, ns)?;
+                for (i, rel) in group.members {
+                    paths[i] = if rel == Path::new(".") { at.clone() } else { at.join(rel) };
+                }
+            }
+        }
+        Ok(paths)
+    }
+
+    /// `lowerdir+` strings (Linux 6.8). A path over 255 bytes is passed as `.` after a `fchdir` to it, in a thread
+    /// that has its own working directory.
+    fn compose_strings(&self, all: &[Resolved], staging: &mut Staging) -> Result<DetachedTree> {
+        let paths = self.paths(all, staging)?;
+        let mut ov = FsContext::open("overlay")?;
+        let set_all = |ov: &mut FsContext, cwd: Option<&staging::Cwd>| -> Result<()> {
+            for (r, p) in all.iter().zip(&paths) {
+                let bytes = p.as_os_str().as_bytes();
+                if bytes.len() <= FSCONFIG_STRING_MAX {
+                    ov.set_cstring(key(r.role), &cstring(p)?)?;
+                } else {
+                    let cwd = cwd.expect("long paths are set in a thread with its own cwd");
+                    cwd.enter_path(p)?;
+                    ov.set_string(key(r.role), ".")?;
+                }
+            }
+            Ok(())
+        };
+        if paths.iter().any(|p| p.as_os_str().len() > FSCONFIG_STRING_MAX) {
+            with_own_cwd(|cwd| set_all(&mut ov, Some(cwd)))?;
+        } else {
+            set_all(&mut ov, None)?;
+        }
+        self.finish(&mut ov)
+    }
+
+    /// `mount(2)` with one option string, onto a staging directory; the result is cloned detached and the staging
+    /// mount removed.
+    fn compose_legacy(&self, all: &[Resolved], staging: &mut Staging) -> Result<DetachedTree> {
+        let paths = self.paths(all, staging)?;
+        let data = legacy_options(all, &paths, None, &self.options);
+        let at = staging.next_path();
+        rustix::fs::mkdir(&at, rustix::fs::Mode::RWXU)
+            .map_err(|e| Error::os("compose overlay: make staging mount point", e).with_path(&at))?;
+        let mount = |data: &str| {
+            rustix::mount::mount("overlay", &at, "overlay", rustix::mount::MountFlags::empty(), &*cstring_str(data)?)
+                .map_err(|e| {
+                    Error::os("mount overlay", e).with_path(&at).with_detail(format!("{} bytes of options", data.len()))
+                })
+        };
+        let mounted = if data.len() <= LEGACY_OPTIONS_MAX {
+            mount(&data)
+        } else {
+            // Lower and data-only layers become relative to their common directory (where the thread `chdir`s);
+            // upper and work stay absolute.
+            let layer_paths = all.iter().zip(&paths).filter(|(r, _)| r.role.is_layer()).map(|(_, p)| p.as_path());
+            let base = layers::common_ancestor(layer_paths);
+            let relative = legacy_options(all, &paths, Some(&base), &self.options);
+            if relative.len() > LEGACY_OPTIONS_MAX {
+                let _ = rustix::fs::rmdir(&at);
+                return Err(Error::new(ErrorKind::InvalidOverlay(OverlayProblem::OptionsTooLong), "compose overlay")
+                    .with_detail(format!(
+                        "{} bytes with absolute paths, {} relative to {}",
+                        data.len(),
+                        relative.len(),
+                        base.display()
+                    )));
+            }
+            with_own_cwd(|cwd| {
+                cwd.enter_path(&base)?;
+                mount(&relative)
+            })
+        };
+        if let Err(e) = mounted {
+            let _ = rustix::fs::rmdir(&at);
+            return Err(e);
+        }
+        staging.adopt(&at)?;
+        let mut tree = DetachedTree::clone_path(&at, false)?;
+        if !self.attrs.is_empty() {
+            tree.set_attrs(self.attrs, MountAttrs::empty())?;
+        }
+        Ok(tree)
+    }
+}
+
+fn key(role: Role) -> &'static str {
+    match role {
+        Role::Lower => "lowerdir+",
+        Role::Data => "datadir+",
+        Role::Upper => "upperdir",
+        Role::Work => "workdir",
+    }
+}
+
+fn cstring(p: &Path) -> Result<std::ffi::CString> {
+    std::ffi::CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| Error::new(ErrorKind::InvalidInput, "compose overlay").with_path(p).with_detail("NUL in path"))
+}
+
+fn cstring_str(s: &str) -> Result<std::ffi::CString> {
+    std::ffi::CString::new(s)
+        .map_err(|_| Error::new(ErrorKind::InvalidInput, "compose overlay").with_detail("NUL in options"))
+}
+
+/// Escape `\`, `:` and `,` with a backslash, as overlay's option parser expects.
+fn escape(p: &OsStr, out: &mut String) {
+    for c in String::from_utf8_lossy(p.as_bytes()).chars() {
+        if matches!(c, '\\' | ':' | ',') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
+/// `lowerdir=l1:l2::d1,upperdir=u,workdir=w,opts...`, paths made relative to `base` when given.
+fn legacy_options(all: &[Resolved], paths: &[PathBuf], base: Option<&Path>, options: &[OverlayOption]) -> String {
+    let shown = |p: &Path, role: Role| -> PathBuf {
+        match base.filter(|_| role.is_layer()).and_then(|b| p.strip_prefix(b).ok()) {
+            Some(rel) if rel.as_os_str().is_empty() => PathBuf::from("."),
+            Some(rel) => rel.to_path_buf(),
+            None => p.to_path_buf(),
+        }
+    };
+    let mut out = String::from("lowerdir=");
+    let mut first = true;
+    for (r, p) in all.iter().zip(paths).filter(|(r, _)| r.role.is_layer()) {
+        if !first {
+            out.push_str(if r.role == Role::Data { "::" } else { ":" });
+        }
+        first = false;
+        escape(shown(p, r.role).as_os_str(), &mut out);
+    }
+    for (r, p) in all.iter().zip(paths) {
+        let k = match r.role {
+            Role::Upper => "upperdir",
+            Role::Work => "workdir",
+            _ => continue,
+        };
+        out.push(',');
+        out.push_str(k);
+        out.push('=');
+        escape(shown(p, r.role).as_os_str(), &mut out);
+    }
+    for o in options {
+        out.push(',');
+        out.push_str(&o.to_string());
+    }
+    out
+}

@@ -1,0 +1,362 @@
+//! Overlay composition on real mounts: one suite run against every strategy, plus validation and limits.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::{chown, owner, privileged};
+use layermount::{ErrorKind, IdMap, MountTable, Overlay, OverlayLevel, OverlayOption, OverlayProblem, UserNamespace};
+
+/// Container uid/gid 1000 is host root; container 0..1000 are host 100000..101000.
+fn ns() -> UserNamespace {
+    let map: IdMap = "1000:0:1,0:100000:1000".parse().unwrap();
+    UserNamespace::cached(&map, &map).unwrap()
+}
+
+/// Make `dir` with `files` (relative path, contents).
+fn layer(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+    fs::create_dir_all(dir).unwrap();
+    for (p, data) in files {
+        let path = dir.join(p);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, data).unwrap();
+    }
+    dir.to_path_buf()
+}
+
+fn read(p: &Path) -> String {
+    fs::read_to_string(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    v.sort();
+    v
+}
+
+/// The staging directory given to the builder must be empty again after any composition.
+fn assert_staging_clean(stage: &Path) {
+    assert!(names(stage).is_empty(), "staging left behind: {:?}", names(stage));
+}
+
+fn stage(scratch: &Path) -> PathBuf {
+    let s = scratch.join("stage");
+    fs::create_dir_all(&s).unwrap();
+    s
+}
+
+fn two_layers_merge_read_only(level: OverlayLevel) {
+    privileged(&format!("two_layers_merge_read_only/{level}"), move |scratch| {
+        let stage = stage(scratch);
+        let l1 = layer(&scratch.join("store/l1"), &[("a", "a1"), ("b", "b1")]);
+        let l2 = layer(&scratch.join("store/l2"), &[("b", "b2"), ("c", "c2")]);
+        let mnt = scratch.join("mnt");
+        let guard = Overlay::new().lower(&l2).lower(&l1).strategy(level).staging_dir(&stage).mount_at(&mnt).unwrap();
+        assert_staging_clean(&stage);
+        assert_eq!(names(&mnt), ["a", "b", "c"]);
+        assert_eq!(read(&mnt.join("b")), "b2", "the first lower given is the top-most");
+        let err = fs::write(mnt.join("new"), "x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(rustix::io::Errno::ROFS.raw_os_error()));
+        let m = MountTable::current().unwrap();
+        assert_eq!(m.mount_of(&mnt).unwrap().fs_type, "overlay");
+        guard.unmount().unwrap();
+    });
+}
+
+fn idmapped_layers_and_upper(level: OverlayLevel) {
+    privileged(&format!("idmapped_layers_and_upper/{level}"), move |scratch| {
+        let stage = stage(scratch);
+        let store = scratch.join("store");
+        let l1 = layer(&store.join("1"), &[("etc/passwd", "root"), ("home/user/file", "u")]);
+        chown(&l1.join("home/user/file"), 1000, 1000);
+        let l2 = layer(&store.join("2"), &[("etc/hostname", "h")]);
+        let l3 = layer(&store.join("3"), &[("bin/sh", "sh")]);
+        let upper = layer(&scratch.join("ctr/upper"), &[]);
+        let work = layer(&scratch.join("ctr/work"), &[]);
+        let mnt = scratch.join("rootfs");
+        let guard = Overlay::new()
+            .lowers([&l3, &l2, &l1])
+            .upper(&upper, &work)
+            .idmap(ns())
+            .idmap_upper(true)
+            .strategy(level)
+            .staging_dir(&stage)
+            .mount_at(&mnt)
+            .unwrap();
+        assert_staging_clean(&stage);
+        // Owners seen through the overlay are mapped.
+        assert_eq!(owner(&mnt.join("etc/passwd")), (100000, 100000));
+        assert_eq!(owner(&mnt.join("home/user/file")), (0, 0));
+        // Copy-up: the upper copy keeps the lower's on-disk owner (0), not the mapped one.
+        fs::write(mnt.join("etc/passwd"), "root\nuser").unwrap();
+        assert_eq!(owner(&upper.join("etc/passwd")), (0, 0));
+        assert_eq!(read(&l1.join("etc/passwd")), "root", "the lower layer is untouched");
+        // A new file by host root lands on disk as container id 1000.
+        fs::write(mnt.join("new"), "n").unwrap();
+        assert_eq!(owner(&upper.join("new")), (1000, 1000));
+        assert_eq!(owner(&mnt.join("new")), (0, 0));
+        guard.unmount().unwrap();
+    });
+}
+
+fn whiteouts_and_opaque_dirs(level: OverlayLevel) {
+    privileged(&format!("whiteouts_and_opaque_dirs/{level}"), move |scratch| {
+        let stage = stage(scratch);
+        let base = layer(&scratch.join("s/base"), &[("gone", "g"), ("d/x", "x"), ("d/y", "y"), ("keep", "k")]);
+        let top = layer(&scratch.join("s/top"), &[("d/z", "z")]);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            top.join("gone"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::empty(),
+            rustix::fs::makedev(0, 0),
+        )
+        .unwrap();
+        rustix::fs::setxattr(top.join("d"), "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty()).unwrap();
+        let mnt = scratch.join("mnt");
+        let guard = Overlay::new().lower(&top).lower(&base).strategy(level).staging_dir(&stage).mount_at(&mnt).unwrap();
+        assert_eq!(names(&mnt), ["d", "keep"], "the whiteout hides 'gone'");
+        assert_eq!(names(&mnt.join("d")), ["z"], "the opaque directory hides the lower children");
+        drop(guard);
+        assert_staging_clean(&stage);
+    });
+}
+
+fn failures_leave_nothing(level: OverlayLevel) {
+    privileged(&format!("failures_leave_nothing/{level}"), move |scratch| {
+        let stage = stage(scratch);
+        let l1 = layer(&scratch.join("s/1"), &[("a", "a")]);
+        let l2 = layer(&scratch.join("s/2"), &[("b", "b")]);
+        fs::write(scratch.join("s/file"), "not a dir").unwrap();
+        let mnt = scratch.join("mnt");
+        let build = || Overlay::new().strategy(level).staging_dir(&stage).idmap(ns());
+
+        let err = build().lower(&l1).lower(scratch.join("s/missing")).mount_at(&mnt).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(2), "{err}");
+        assert_eq!(err.path(), Some(scratch.join("s/missing").as_path()));
+
+        let err = build().lower(&l1).lower(scratch.join("s/file")).mount_at(&mnt).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidOverlay(OverlayProblem::NotADirectory), "{err}");
+
+        // Rejected by the kernel only after the layers were opened (and, in fallbacks, staged).
+        let err = build()
+            .lower(&l1)
+            .lower(&l2)
+            .option(OverlayOption::Raw("no_such_option".into(), None))
+            .mount_at(&mnt)
+            .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(22), "{err}");
+        if level != OverlayLevel::Legacy {
+            assert!(err.kernel_messages().iter().any(|m| m.contains("no_such_option")), "{err}");
+        }
+        assert!(!mnt.exists(), "no mount point left");
+        assert_staging_clean(&stage);
+    });
+}
+
+fn many_layers(level: OverlayLevel, count: usize) {
+    privileged(&format!("many_layers/{level}/{count}"), move |scratch| {
+        let stage = stage(scratch);
+        let layers: Vec<PathBuf> = (0..count)
+            .map(|i| layer(&scratch.join(format!("store/{i}/fs")), &[(&format!("f{i}"), "x"), ("who", &i.to_string())]))
+            .collect();
+        let mnt = scratch.join("mnt");
+        let upper = layer(&scratch.join("ctr/u"), &[]);
+        let work = layer(&scratch.join("ctr/w"), &[]);
+        let guard = Overlay::new()
+            .lowers(layers.iter().rev())
+            .upper(&upper, &work)
+            .idmap(ns())
+            .strategy(level)
+            .staging_dir(&stage)
+            .mount_at(&mnt)
+            .unwrap();
+        assert_staging_clean(&stage);
+        assert_eq!(fs::read_dir(&mnt).unwrap().count(), count + 1);
+        assert_eq!(read(&mnt.join("who")), (count - 1).to_string(), "the last layer given first is on top");
+        assert_eq!(owner(&mnt.join("f0")), (100000, 100000));
+        guard.unmount().unwrap();
+    });
+}
+
+macro_rules! strategy_suite {
+    ($($module:ident => $level:expr),* $(,)?) => {$(
+        mod $module {
+            use super::*;
+            const LEVEL: OverlayLevel = $level;
+            #[test]
+            fn two_layers_merge_read_only() { super::two_layers_merge_read_only(LEVEL) }
+            #[test]
+            fn idmapped_layers_and_upper() { super::idmapped_layers_and_upper(LEVEL) }
+            #[test]
+            fn whiteouts_and_opaque_dirs() { super::whiteouts_and_opaque_dirs(LEVEL) }
+            #[test]
+            fn failures_leave_nothing() { super::failures_leave_nothing(LEVEL) }
+            #[test]
+            fn two_layers() { super::many_layers(LEVEL, 2) }
+            #[test]
+            fn sixty_four_layers() { super::many_layers(LEVEL, 64) }
+            #[test]
+            fn five_hundred_layers() { super::many_layers(LEVEL, 500) }
+        }
+    )*};
+}
+
+strategy_suite! {
+    fd_detached => OverlayLevel::DetachedLayers,
+    fd_attached => OverlayLevel::LowerdirFds,
+    string => OverlayLevel::LowerdirStrings,
+    legacy => OverlayLevel::Legacy,
+}
+
+#[test]
+fn validation_before_any_mount() {
+    privileged("validation_before_any_mount", |scratch| {
+        let l1 = layer(&scratch.join("s/1"), &[("a", "a")]);
+        let l2 = layer(&scratch.join("s/2"), &[]);
+        let up = layer(&scratch.join("c/u"), &[]);
+        let wk = layer(&scratch.join("c/w"), &[]);
+        let kind = |o: Overlay| o.mount().unwrap_err().kind();
+        let p = ErrorKind::InvalidOverlay;
+        assert_eq!(kind(Overlay::new()), p(OverlayProblem::NoLowerLayer));
+        assert_eq!(kind(Overlay::new().upper(&up, &wk)), p(OverlayProblem::NoLowerLayer));
+        assert_eq!(kind(Overlay::new().lower(&l1)), p(OverlayProblem::SingleLowerWithoutUpper));
+        // The same directory twice (even through another path) is refused, not silently dropped.
+        fs::create_dir(scratch.join("alias")).unwrap();
+        common::bind(&l1, &scratch.join("alias"));
+        let err = Overlay::new().lower(&l1).lower(scratch.join("alias")).mount().unwrap_err();
+        assert_eq!(err.kind(), p(OverlayProblem::DuplicateLayer), "{err}");
+        assert!(err.to_string().contains("is the same directory as"), "{err}");
+        common::umount(&scratch.join("alias"));
+        assert_eq!(kind(Overlay::new().lower(&l1).lower(scratch.join("s"))), p(OverlayProblem::NestedLayers));
+        let inner = layer(&up.join("lower"), &[]);
+        assert_eq!(kind(Overlay::new().lower(&inner).lower(&l1).upper(&up, &wk)), p(OverlayProblem::NestedLayers));
+        let work_in_upper = layer(&up.join("work"), &[]);
+        assert_eq!(kind(Overlay::new().lower(&l1).upper(&up, &work_in_upper)), p(OverlayProblem::NestedLayers));
+        assert_eq!(kind(Overlay::new().lower(&l1).upper(&up, &up)), p(OverlayProblem::DuplicateLayer));
+        let err = Overlay::new().lower(&l1).lower(&l2).option(OverlayOption::Raw("lowerdir".into(), Some("/x".into())));
+        assert_eq!(kind(err), p(OverlayProblem::ReservedOption));
+        // An upper inside a lower is allowed by the kernel (5.12+), so it is allowed here.
+        let u_in_l = layer(&l2.join("upper"), &[]);
+        let w_in_l = layer(&l2.join("work"), &[]);
+        let guard = Overlay::new().lower(&l1).upper(&u_in_l, &w_in_l).mount_at(scratch.join("m")).unwrap();
+        fs::write(scratch.join("m/new"), "n").unwrap();
+        assert_eq!(read(&u_in_l.join("new")), "n");
+        guard.unmount().unwrap();
+    });
+}
+
+#[test]
+fn the_501st_layer_is_refused() {
+    privileged("the_501st_layer_is_refused", |scratch| {
+        let layers: Vec<PathBuf> = (0..501).map(|i| layer(&scratch.join(format!("l/{i}")), &[])).collect();
+        let err = Overlay::new().lowers(&layers).mount().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidOverlay(OverlayProblem::TooManyLayers), "{err}");
+        assert!(err.to_string().contains("501 layers"), "{err}");
+        // 500 lowers plus one data-only layer is also 501.
+        let err = Overlay::new().lowers(&layers[..500]).data_layer(&layers[500]).mount().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidOverlay(OverlayProblem::TooManyLayers));
+    });
+}
+
+/// 200 layers whose paths are each longer than 255 bytes (the fsconfig string cap).
+fn long_paths(level: OverlayLevel) {
+    privileged(&format!("long_paths/{level}"), move |scratch| {
+        let stage = stage(scratch);
+        let deep = scratch.join("x".repeat(200)).join("y".repeat(60));
+        let layers: Vec<PathBuf> =
+            (0..200).map(|i| layer(&deep.join(format!("layer-{i:03}")), &[(&format!("f{i}"), "v")])).collect();
+        assert!(layers.iter().all(|p| p.as_os_str().len() > 255));
+        let mnt = scratch.join("mnt");
+        // Without an idmap the long paths reach the kernel as they are (fds, `fchdir` + ".", or relative names in
+        // the legacy string); with one they go through the idmapped clones.
+        for userns in [None, Some(ns())] {
+            let mut o = Overlay::new().lowers(layers.iter().rev()).strategy(level).staging_dir(&stage);
+            if let Some(ns) = userns {
+                o = o.idmap(ns);
+            }
+            let guard = o.mount_at(&mnt).unwrap();
+            assert_staging_clean(&stage);
+            assert_eq!(fs::read_dir(&mnt).unwrap().count(), 200, "every layer is there");
+            guard.unmount().unwrap();
+        }
+    });
+}
+
+#[test]
+fn long_paths_fd_detached() {
+    long_paths(OverlayLevel::DetachedLayers)
+}
+#[test]
+fn long_paths_fd_attached() {
+    long_paths(OverlayLevel::LowerdirFds)
+}
+#[test]
+fn long_paths_string() {
+    long_paths(OverlayLevel::LowerdirStrings)
+}
+#[test]
+fn long_paths_legacy() {
+    long_paths(OverlayLevel::Legacy)
+}
+
+#[test]
+fn legacy_refuses_an_option_string_over_a_page() {
+    privileged("legacy_refuses_an_option_string_over_a_page", |scratch| {
+        // 40 layers with 200-byte names in different parents: even relative paths exceed 4095 bytes.
+        let layers: Vec<PathBuf> =
+            (0..40).map(|i| layer(&scratch.join(format!("{i}-{}", "n".repeat(200))), &[])).collect();
+        let err = Overlay::new().lowers(&layers).strategy(OverlayLevel::Legacy).mount().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidOverlay(OverlayProblem::OptionsTooLong), "{err}");
+        // 15 such layers fit once relative to their common parent.
+        let guard = Overlay::new()
+            .lowers(&layers[..15])
+            .strategy(OverlayLevel::Legacy)
+            .staging_dir(scratch)
+            .mount_at(scratch.join("m"))
+            .unwrap();
+        guard.unmount().unwrap();
+    });
+}
+
+#[test]
+fn unmapped_mounter_with_idmapped_upper_is_refused() {
+    privileged("unmapped_mounter_with_idmapped_upper_is_refused", |scratch| {
+        let l1 = layer(&scratch.join("s/1"), &[("a", "a")]);
+        let up = layer(&scratch.join("c/u"), &[]);
+        let wk = layer(&scratch.join("c/w"), &[]);
+        let map: IdMap = "0:100000:65536".parse().unwrap(); // host root is not mapped
+        let err = Overlay::new()
+            .lower(&l1)
+            .upper(&up, &wk)
+            .idmap(UserNamespace::cached(&map, &map).unwrap())
+            .idmap_upper(true)
+            .mount()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidOverlay(OverlayProblem::SilentlyReadOnly), "{err}");
+    });
+}
+
+#[test]
+fn forcing_a_strategy_the_kernel_lacks_is_an_error() {
+    let f = layermount::Features::probe().limited_to(OverlayLevel::LowerdirStrings);
+    let err = Overlay::new().features(f).strategy(OverlayLevel::DetachedLayers).mount().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotSupported, "{err}");
+}
+
+#[test]
+fn fast_path_attaches_nothing_but_the_overlay() {
+    privileged("fast_path_attaches_nothing_but_the_overlay", |scratch| {
+        let layers: Vec<PathBuf> = (0..16).map(|i| layer(&scratch.join(format!("l/{i}")), &[("f", "x")])).collect();
+        let before = MountTable::current().unwrap();
+        let tree = Overlay::new().lowers(&layers).idmap(ns()).strategy(OverlayLevel::DetachedLayers).mount().unwrap();
+        assert!(MountTable::current().unwrap().changes_since(&before).is_empty(), "nothing attached yet");
+        let guard = tree.attach(scratch.join("m")).unwrap();
+        let changes = MountTable::current().unwrap().changes_since(&before);
+        assert_eq!(changes.added.len(), 1, "{changes}");
+        assert_eq!(changes.added[0].fs_type, "overlay");
+        guard.unmount().unwrap();
+    });
+}
