@@ -1,0 +1,384 @@
+//! [`MountSpec`]: containerd's `Mount { Type, Source, Target, Options }`, parsed, rendered and performed.
+//!
+//! Options are kept as the caller wrote them, in order; interpreting them never rewrites the list, and
+//! [`MountSpec::set_idmap`] only replaces or appends `uidmap=`/`gidmap=`, so turning on user namespaces can never
+//! drop, duplicate or reorder any other option.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::features::OverlayLevel;
+use crate::fscontext::FsContext;
+use crate::guard::MountGuard;
+use crate::idmap::IdMap;
+use crate::overlay::{Overlay, OverlayOption};
+use crate::tree::{Atime, DetachedTree, MountAttrs, Propagation};
+use crate::userns::UserNamespace;
+
+/// One mount to perform, in the shape of containerd's `Mount`.
+///
+/// ```
+/// use layermount::MountSpec;
+/// let mut spec = MountSpec::new("overlay", "overlay", "/run/rootfs")
+///     .with_options("lowerdir=/l/2:/l/1,nodev,index=off");
+/// spec.set_idmap(&"0:100000:65536".parse()?, &"0:100000:65536".parse()?);
+/// assert_eq!(spec.options_text(), "lowerdir=/l/2:/l/1,nodev,index=off,uidmap=0:100000:65536,gidmap=0:100000:65536");
+/// # Ok::<(), layermount::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MountSpec {
+    /// Filesystem type (`overlay`, `bind`, `tmpfs`, ...). A containerd `mkdir/` prefix is accepted and means the
+    /// `X-containerd.mkdir.path=` options are honoured (they are in any case).
+    pub kind: String,
+    /// Source (`overlay`, a directory for `bind`, a device, `none`).
+    pub source: String,
+    /// Where to mount.
+    pub target: PathBuf,
+    /// Options, in order, as written (`ro`, `lowerdir=...`, `uidmap=0:1000:1`, ...).
+    pub options: Vec<String>,
+}
+
+fn spec_error(detail: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidMountSpec, "mount spec").with_detail(detail)
+}
+
+/// Split on `sep` where it is not escaped with a backslash (escapes are kept as written).
+fn split_unescaped(text: &str, sep: char) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if c == sep {
+            out.push(&text[start..i]);
+            start = i + c.len_utf8();
+        }
+    }
+    out.push(&text[start..]);
+    out
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(n) = chars.next() {
+                out.push(n);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The mount-level meaning of an option, if it has one.
+enum Flag {
+    Attr(MountAttrs, bool),
+    Atime(Atime),
+    Propagation(Propagation),
+    ReadOnly(bool),
+    Ignore,
+}
+
+fn flag(option: &str) -> Option<Flag> {
+    use MountAttrs as A;
+    Some(match option {
+        "ro" => Flag::ReadOnly(true),
+        "rw" => Flag::ReadOnly(false),
+        "nosuid" => Flag::Attr(A::NOSUID, true),
+        "suid" => Flag::Attr(A::NOSUID, false),
+        "nodev" => Flag::Attr(A::NODEV, true),
+        "dev" => Flag::Attr(A::NODEV, false),
+        "noexec" => Flag::Attr(A::NOEXEC, true),
+        "exec" => Flag::Attr(A::NOEXEC, false),
+        "nosymfollow" => Flag::Attr(A::NOSYMFOLLOW, true),
+        "nodiratime" => Flag::Attr(A::NODIRATIME, true),
+        "diratime" => Flag::Attr(A::NODIRATIME, false),
+        "relatime" => Flag::Atime(Atime::Relative),
+        "noatime" => Flag::Atime(Atime::None),
+        "strictatime" => Flag::Atime(Atime::Strict),
+        "private" | "rprivate" => Flag::Propagation(Propagation::Private),
+        "shared" | "rshared" => Flag::Propagation(Propagation::Shared),
+        "slave" | "rslave" => Flag::Propagation(Propagation::Slave),
+        "unbindable" | "runbindable" => Flag::Propagation(Propagation::Unbindable),
+        "defaults" => Flag::Ignore,
+        _ => return None,
+    })
+}
+
+/// What the options say, sorted by who acts on them. Filesystem options keep their order.
+#[derive(Default)]
+struct Plan {
+    read_only: bool,
+    set: MountAttrs,
+    clear: MountAttrs,
+    atime: Option<Atime>,
+    propagation: Option<Propagation>,
+    bind: Option<bool>,
+    uid_map: Option<IdMap>,
+    gid_map: Option<IdMap>,
+    mkdirs: Vec<String>,
+    lowerdir: Option<String>,
+    upperdir: Option<String>,
+    workdir: Option<String>,
+    fs_options: Vec<(String, Option<String>)>,
+}
+
+impl MountSpec {
+    /// A spec with no options.
+    pub fn new(kind: impl Into<String>, source: impl Into<String>, target: impl AsRef<Path>) -> Self {
+        Self { kind: kind.into(), source: source.into(), target: target.as_ref().to_path_buf(), options: Vec::new() }
+    }
+
+    /// Append the options of a `-o`-style list (`a,b=c`; a comma escaped as `\,` stays inside its option).
+    pub fn with_options(mut self, text: &str) -> Self {
+        self.options.extend(Self::parse_options(text));
+        self
+    }
+
+    /// Split a `-o`-style list into options. Empty items are dropped.
+    ///
+    /// ```
+    /// assert_eq!(layermount::MountSpec::parse_options("ro,lowerdir=/a:/b,,x=1\\,2"), ["ro", "lowerdir=/a:/b", "x=1\\,2"]);
+    /// ```
+    pub fn parse_options(text: &str) -> Vec<String> {
+        split_unescaped(text, ',').into_iter().filter(|s| !s.is_empty()).map(str::to_string).collect()
+    }
+
+    /// The options as one `-o`-style list, in order.
+    pub fn options_text(&self) -> String {
+        self.options.join(",")
+    }
+
+    /// Set `uidmap=` and `gidmap=`: an existing one is replaced where it stands (a later duplicate is removed),
+    /// otherwise it is appended. No other option moves or disappears.
+    pub fn set_idmap(&mut self, uid_map: &IdMap, gid_map: &IdMap) {
+        for (key, map) in [("uidmap=", uid_map), ("gidmap=", gid_map)] {
+            let value = format!("{key}{map}");
+            let mut found = false;
+            self.options.retain_mut(|o| {
+                if !o.starts_with(key) {
+                    return true;
+                }
+                if found {
+                    return false;
+                }
+                found = true;
+                *o = value.clone();
+                true
+            });
+            if !found {
+                self.options.push(value);
+            }
+        }
+    }
+
+    fn plan(&self) -> Result<Plan> {
+        let mut p = Plan::default();
+        for o in &self.options {
+            if let Some(f) = flag(o) {
+                match f {
+                    Flag::Attr(a, true) => {
+                        p.set |= a;
+                        p.clear -= a;
+                    }
+                    Flag::Attr(a, false) => {
+                        p.clear |= a;
+                        p.set -= a;
+                    }
+                    Flag::Atime(a) => p.atime = Some(a),
+                    Flag::Propagation(prop) => p.propagation = Some(prop),
+                    Flag::ReadOnly(ro) => p.read_only = ro,
+                    Flag::Ignore => {}
+                }
+                continue;
+            }
+            let (key, value) = match o.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (o.as_str(), None),
+            };
+            match (key, value) {
+                ("bind", None) => p.bind = Some(false),
+                ("rbind", None) => p.bind = Some(true),
+                ("uidmap", Some(v)) => p.uid_map = Some(IdMap::parse(v)?),
+                ("gidmap", Some(v)) => p.gid_map = Some(IdMap::parse(v)?),
+                ("X-containerd.mkdir.path", Some(v)) => p.mkdirs.push(v.to_string()),
+                ("lowerdir", Some(v)) => p.lowerdir = Some(v.to_string()),
+                ("upperdir", Some(v)) => p.upperdir = Some(v.to_string()),
+                ("workdir", Some(v)) => p.workdir = Some(v.to_string()),
+                (k, _) if k.starts_with("X-containerd.") => {
+                    return Err(spec_error(format!("unknown containerd option \"{o}\"")));
+                }
+                ("loop", None) => return Err(spec_error("loop devices are not supported")),
+                (k, v) => p.fs_options.push((k.to_string(), v.map(str::to_string))),
+            }
+        }
+        if p.uid_map.is_some() != p.gid_map.is_some() {
+            return Err(spec_error("uidmap= and gidmap= must be given together"));
+        }
+        Ok(p)
+    }
+
+    fn kind(&self) -> Result<&str> {
+        let kind = self.kind.strip_prefix("mkdir/").unwrap_or(&self.kind);
+        if kind.contains('/') {
+            return Err(spec_error(format!("unsupported type \"{}\"", self.kind)));
+        }
+        Ok(kind)
+    }
+
+    /// Check the spec without mounting anything: the type, every option, the maps.
+    pub fn validate(&self) -> Result<()> {
+        self.kind()?;
+        self.plan().map(drop)
+    }
+
+    /// Perform the mount at [`target`](Self::target), choosing the overlay strategy from the kernel's features.
+    ///
+    /// * `overlay`: composed with [`Overlay`]; `lowerdir=` (top-most first, `::` before data-only layers),
+    ///   `upperdir=`, `workdir=`; `uidmap=`/`gidmap=` idmap every lower layer.
+    /// * `bind` (or any type with `bind`/`rbind`): a detached clone of the source, idmapped if asked, attached.
+    /// * anything else: `fsopen`/`fsconfig`/`fsmount`, each filesystem option passed as written.
+    ///
+    /// Mount flags (`ro`, `nosuid`, `nodev`, `noexec`, `nosymfollow`, atime modes, propagation) apply to the
+    /// resulting mount. Unknown `X-containerd.*` options are an error and never reach the kernel.
+    ///
+    /// ```no_run
+    /// let spec = layermount::MountSpec::new("tmpfs", "none", "/run/scratch").with_options("size=16m,nodev,mode=0700");
+    /// let guard = spec.mount()?;
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
+    pub fn mount(&self) -> Result<MountGuard> {
+        self.mount_with_strategy(None)
+    }
+
+    /// Like [`mount`](Self::mount) with the overlay strategy forced (ignored for other types).
+    pub fn mount_with_strategy(&self, strategy: Option<OverlayLevel>) -> Result<MountGuard> {
+        let kind = self.kind()?;
+        let plan = self.plan()?;
+        for spec in &plan.mkdirs {
+            mkdir(spec)?;
+        }
+        let userns = match (&plan.uid_map, &plan.gid_map) {
+            (Some(u), Some(g)) => Some(UserNamespace::cached(u, g)?),
+            _ => None,
+        };
+        let bind = plan.bind.or(if kind == "bind" { Some(false) } else { None });
+        if let (Some(_), Some((k, _))) = (bind, plan.fs_options.first()) {
+            return Err(spec_error(format!("a bind mount takes no filesystem option such as \"{k}\"")));
+        }
+        let mut tree = if let Some(recursive) = bind {
+            let mut t = DetachedTree::clone_path(&self.source, recursive)?;
+            if let Some(ns) = &userns {
+                t.idmap(ns)?;
+            }
+            t
+        } else if kind == "overlay" {
+            self.overlay(&plan, userns, strategy)?
+        } else {
+            let mut fs = FsContext::open(kind)?;
+            if !self.source.is_empty() {
+                fs.set_string("source", &self.source)?;
+            }
+            if plan.read_only {
+                fs.set_flag("ro")?;
+            }
+            for (k, v) in &plan.fs_options {
+                match v {
+                    None => fs.set_flag(k)?,
+                    Some(v) => fs.set_string(k, v)?,
+                }
+            }
+            fs.create()?;
+            let mut t = fs.mount()?;
+            if let Some(ns) = &userns {
+                t.idmap(ns)?;
+            }
+            t
+        };
+        let set = if plan.read_only { plan.set | MountAttrs::RDONLY } else { plan.set };
+        if !set.is_empty() || !plan.clear.is_empty() {
+            tree.set_attrs(set, plan.clear)?;
+        }
+        if let Some(a) = plan.atime {
+            tree.set_atime(a)?;
+        }
+        if let Some(p) = plan.propagation {
+            tree.set_propagation(p)?;
+        }
+        tree.attach(&self.target)
+    }
+
+    fn overlay(
+        &self,
+        plan: &Plan,
+        userns: Option<UserNamespace>,
+        strategy: Option<OverlayLevel>,
+    ) -> Result<DetachedTree> {
+        let lowerdir = plan.lowerdir.as_deref().ok_or_else(|| spec_error("overlay needs lowerdir="))?;
+        let (lowers, data) = match lowerdir.split_once("::") {
+            Some((l, d)) => (l, Some(d)),
+            None => (lowerdir, None),
+        };
+        let mut o = Overlay::new();
+        for l in split_unescaped(lowers, ':') {
+            o = o.lower(unescape(l));
+        }
+        for d in data.map(|d| split_unescaped(d, ':')).unwrap_or_default() {
+            o = o.data_layer(unescape(d));
+        }
+        match (&plan.upperdir, &plan.workdir) {
+            (Some(u), Some(w)) => o = o.upper(unescape(u), unescape(w)),
+            (None, None) => {}
+            _ => return Err(spec_error("upperdir= and workdir= must be given together")),
+        }
+        for (k, v) in &plan.fs_options {
+            o = o.option(OverlayOption::Raw(k.clone(), v.clone()));
+        }
+        if let Some(ns) = userns {
+            o = o.idmap(ns);
+        }
+        if let Some(s) = strategy {
+            o = o.strategy(s);
+        }
+        o.mount()
+    }
+}
+
+/// `X-containerd.mkdir.path=PATH[:MODE[:UID:GID]]`: create `PATH` (and missing parents, 0700) if missing, then give
+/// it `MODE` (octal, default 0700) and the owner.
+fn mkdir(spec: &str) -> Result<()> {
+    let parts: Vec<&str> = spec.splitn(4, ':').collect();
+    let bad = || spec_error(format!("bad X-containerd.mkdir.path=\"{spec}\": want PATH[:MODE[:UID:GID]]"));
+    let path = Path::new(parts[0]);
+    if !path.is_absolute() {
+        return Err(bad());
+    }
+    let mode = match parts.get(1) {
+        Some(m) => u32::from_str_radix(m, 8).map_err(|_| bad())?,
+        None => 0o700,
+    };
+    let owner = match (parts.get(2), parts.get(3)) {
+        (Some(u), Some(g)) => Some((u.parse::<u32>().map_err(|_| bad())?, g.parse::<u32>().map_err(|_| bad())?)),
+        (None, None) => None,
+        _ => return Err(bad()),
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| Error::io("X-containerd.mkdir.path", &e).with_path(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io("X-containerd.mkdir.path", &e).with_path(path))?;
+    if let Some((u, g)) = owner {
+        std::os::unix::fs::lchown(path, Some(u), Some(g))
+            .map_err(|e| Error::io("X-containerd.mkdir.path", &e).with_path(path))?;
+    }
+    Ok(())
+}

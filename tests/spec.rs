@@ -1,0 +1,149 @@
+//! MountSpec: options round-trip in order, an idmap never disturbs another option, and specs mount for real.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use common::{owner, privileged};
+use layermount::{ErrorKind, IdMap, MountSpec, MountTable};
+use proptest::prelude::*;
+
+fn option() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z_]{1,10}",
+        "[a-z_]{1,10}=[a-zA-Z0-9/:._-]{0,16}",
+        Just("ro".to_string()),
+        Just("nodev".to_string()),
+        "uidmap=[0-9]{1,3}:[0-9]{1,6}:[1-9]",
+        "gidmap=[0-9]{1,3}:[0-9]{1,6}:[1-9]",
+        "lowerdir=(/[a-z]{1,5}){1,3}(:(/[a-z]{1,5}){1,3}){0,3}",
+    ]
+}
+
+fn not_idmap(o: &&String) -> bool {
+    !o.starts_with("uidmap=") && !o.starts_with("gidmap=")
+}
+
+proptest! {
+    #[test]
+    fn parse_then_render_keeps_every_option_in_order(opts in prop::collection::vec(option(), 0..12)) {
+        let text = opts.join(",");
+        let parsed = MountSpec::parse_options(&text);
+        prop_assert_eq!(&parsed, &opts);
+        let spec = MountSpec::new("overlay", "overlay", "/t").with_options(&text);
+        prop_assert_eq!(spec.options_text(), text);
+    }
+
+    #[test]
+    fn adding_an_idmap_never_drops_duplicates_or_reorders(opts in prop::collection::vec(option(), 0..12),
+                                                         c in 0u32..1000, h in 1000u32..100000, n in 1u32..1000) {
+        let map = IdMap::from_triples(&[(c, h, n)]).unwrap();
+        let mut spec = MountSpec::new("overlay", "overlay", "/t");
+        spec.options = opts.clone();
+        spec.set_idmap(&map, &map);
+        let before: Vec<&String> = opts.iter().filter(not_idmap).collect();
+        let after: Vec<&String> = spec.options.iter().filter(not_idmap).collect();
+        prop_assert_eq!(before, after);
+        let uid: Vec<&String> = spec.options.iter().filter(|o| o.starts_with("uidmap=")).collect();
+        let gid: Vec<&String> = spec.options.iter().filter(|o| o.starts_with("gidmap=")).collect();
+        let (want_uid, want_gid) = (format!("uidmap={map}"), format!("gidmap={map}"));
+        prop_assert_eq!(uid, vec![&want_uid]);
+        prop_assert_eq!(gid, vec![&want_gid]);
+        // An idmap already present keeps its place among the other options.
+        let others_before = |list: &[String], key: &str| {
+            list.iter().position(|o| o.starts_with(key)).map(|i| list[..i].iter().filter(not_idmap).count())
+        };
+        for key in ["uidmap=", "gidmap="] {
+            if let Some(n) = others_before(&opts, key) {
+                prop_assert_eq!(others_before(&spec.options, key), Some(n));
+            }
+        }
+        // Setting it again changes nothing.
+        let once = spec.options.clone();
+        spec.set_idmap(&map, &map);
+        prop_assert_eq!(once, spec.options);
+    }
+}
+
+#[test]
+fn bad_specs_are_refused_before_anything_happens() {
+    let spec = |opts: &str| MountSpec::new("overlay", "overlay", "/nonexistent/t").with_options(opts);
+    for (opts, needle) in [
+        ("lowerdir=/a:/b,X-containerd.unknown=1", "unknown containerd option"),
+        ("lowerdir=/a:/b,uidmap=0:1000:1", "must be given together"),
+        ("lowerdir=/a:/b,loop", "loop"),
+    ] {
+        let err = spec(opts).validate().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidMountSpec, "{opts}: {err}");
+        assert!(err.to_string().contains(needle), "{err}");
+    }
+    let err = spec("uidmap=0:1000:0,gidmap=0:1000:1").validate().unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::InvalidIdMap(_)), "{err}");
+    let err = MountSpec::new("format/overlay", "overlay", "/t").validate().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidMountSpec);
+    assert!(MountSpec::new("mkdir/overlay", "overlay", "/t").with_options("lowerdir=/a:/b").validate().is_ok());
+}
+
+#[test]
+fn overlay_spec_with_idmap_mounts() {
+    privileged("overlay_spec_with_idmap_mounts", |scratch| {
+        for d in ["l1", "l2", "u", "w"] {
+            fs::create_dir(scratch.join(d)).unwrap();
+        }
+        fs::write(scratch.join("l1/f"), "1").unwrap();
+        fs::write(scratch.join("l2/f"), "2").unwrap();
+        let s = |p: &str| scratch.join(p).display().to_string();
+        let mut spec = MountSpec::new("overlay", "overlay", scratch.join("root")).with_options(&format!(
+            "lowerdir={}:{},upperdir={},workdir={},nodev,volatile",
+            s("l2"),
+            s("l1"),
+            s("u"),
+            s("w")
+        ));
+        spec.set_idmap(&"0:100000:65536".parse().unwrap(), &"0:100000:65536".parse().unwrap());
+        let guard = spec.mount().unwrap();
+        assert_eq!(fs::read_to_string(scratch.join("root/f")).unwrap(), "2");
+        assert_eq!(owner(&scratch.join("root/f")), (100000, 100000));
+        let table = MountTable::current().unwrap();
+        let m = table.mount_of(scratch.join("root")).unwrap();
+        assert!(m.mount_options.split(',').any(|o| o == "nodev"), "{}", m.mount_options);
+        assert!(m.super_options.split(',').any(|o| o == "fsync=volatile"), "{}", m.super_options);
+        guard.unmount().unwrap();
+    });
+}
+
+#[test]
+fn bind_and_tmpfs_specs_mount() {
+    privileged("bind_and_tmpfs_specs_mount", |scratch| {
+        fs::create_dir(scratch.join("src")).unwrap();
+        fs::write(scratch.join("src/f"), "x").unwrap();
+        let bind = MountSpec::new("bind", scratch.join("src").display().to_string(), scratch.join("b"))
+            .with_options("rbind,ro,nosuid");
+        let guard = bind.mount().unwrap();
+        assert_eq!(fs::read_to_string(scratch.join("b/f")).unwrap(), "x");
+        assert_eq!(fs::write(scratch.join("b/g"), "y").unwrap_err().raw_os_error(), Some(30));
+        guard.unmount().unwrap();
+
+        let mk = scratch.join("made/by/spec");
+        let tmpfs = MountSpec::new("tmpfs", "none", scratch.join("t"))
+            .with_options(&format!("size=1m,mode=0710,nodev,noexec,X-containerd.mkdir.path={}:0751:5:6", mk.display()));
+        let guard = tmpfs.mount().unwrap();
+        let meta = fs::metadata(&mk).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o751);
+        assert_eq!(owner(&mk), (5, 6));
+        assert_eq!(fs::metadata(scratch.join("t")).unwrap().permissions().mode() & 0o7777, 0o710);
+        let table = MountTable::current().unwrap();
+        let m = table.mount_of(scratch.join("t")).unwrap();
+        assert_eq!(m.fs_type, "tmpfs");
+        for o in ["nodev", "noexec"] {
+            assert!(m.mount_options.split(',').any(|x| x == o), "{o} in {}", m.mount_options);
+        }
+        guard.unmount().unwrap();
+
+        let err =
+            MountSpec::new("tmpfs", "none", scratch.join("bad")).with_options("no_such_opt=1").mount().unwrap_err();
+        assert!(err.kernel_messages().iter().any(|m| m.contains("no_such_opt")), "{err}");
+        assert!(!scratch.join("bad").exists(), "no mount point left behind");
+    });
+}
