@@ -19,7 +19,7 @@ use crate::sys;
 use crate::tree::DetachedTree;
 use crate::userns::UserNamespace;
 
-/// The environment variable that caps the overlay strategy: `legacy`, `string`, `fd` or `detached`.
+/// The environment variable that caps the overlay strategy: `legacy`, `string`, `fd-attached` or `fd`.
 pub const OVERLAY_LEVEL_ENV: &str = "LAYERMOUNT_OVERLAY_LEVEL";
 
 /// `STATX_MNT_ID_UNIQUE` (Linux 6.8).
@@ -30,7 +30,8 @@ const STATX_MNT_ID_UNIQUE: u32 = 0x4000;
 /// ```
 /// use layermount::OverlayLevel;
 /// assert!(OverlayLevel::DetachedLayers > OverlayLevel::Legacy);
-/// assert_eq!("fd".parse::<OverlayLevel>()?, OverlayLevel::LowerdirFds);
+/// assert_eq!("fd".parse::<OverlayLevel>()?, OverlayLevel::DetachedLayers);
+/// assert_eq!("fd-attached".parse::<OverlayLevel>()?, OverlayLevel::LowerdirFds);
 /// # Ok::<(), layermount::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -51,8 +52,8 @@ impl OverlayLevel {
         match self {
             Self::Legacy => "legacy",
             Self::LowerdirStrings => "string",
-            Self::LowerdirFds => "fd",
-            Self::DetachedLayers => "detached",
+            Self::LowerdirFds => "fd-attached",
+            Self::DetachedLayers => "fd",
         }
     }
 }
@@ -69,11 +70,11 @@ impl std::str::FromStr for OverlayLevel {
         Ok(match s {
             "legacy" => Self::Legacy,
             "string" => Self::LowerdirStrings,
-            "fd" => Self::LowerdirFds,
-            "detached" => Self::DetachedLayers,
+            "fd-attached" => Self::LowerdirFds,
+            "fd" => Self::DetachedLayers,
             _ => {
                 return Err(Error::new(ErrorKind::InvalidInput, "parse overlay level")
-                    .with_detail(format!("\"{s}\" is not one of legacy, string, fd, detached")));
+                    .with_detail(format!("\"{s}\" is not one of legacy, string, fd-attached, fd")));
             }
         })
     }

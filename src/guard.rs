@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rustix::fs::CWD;
+use rustix::fs::{AtFlags, CWD, StatxAttributes, StatxFlags};
 use rustix::mount::UnmountFlags;
 
 use crate::error::{Context, Error, ErrorKind, Result};
@@ -39,8 +39,9 @@ impl MountGuard {
         Self { target, mount_id, created_dir, armed: true }
     }
 
-    /// Take ownership of a mount already attached at `target` (made by other means), so that it is unmounted
-    /// when the guard drops. Its mount id is recorded now; the mount point itself is never removed.
+    /// Take ownership of the mount attached at `target` (made by other means), so that it is unmounted when the
+    /// guard drops. Its mount id is recorded now; the mount point itself is never removed. A path that is not a
+    /// mount point is refused ([`ErrorKind::InvalidInput`]).
     ///
     /// ```no_run
     /// let guard = layermount::MountGuard::adopt("/mnt/legacy")?;
@@ -48,8 +49,15 @@ impl MountGuard {
     /// ```
     pub fn adopt(target: impl AsRef<Path>) -> Result<Self> {
         let target = target.as_ref();
-        let id = mount_id_of(CWD, target).op_path("adopt mount", target)?;
-        Ok(Self::new(target.to_path_buf(), Some(id), false))
+        let st = rustix::fs::statx(CWD, target, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::MNT_ID)
+            .op_path("adopt mount", target)?;
+        let root = StatxAttributes::MOUNT_ROOT;
+        if st.stx_attributes_mask.contains(root) && !st.stx_attributes.contains(root) {
+            return Err(Error::new(ErrorKind::InvalidInput, "adopt mount")
+                .with_path(target)
+                .with_detail("not a mount point"));
+        }
+        Ok(Self::new(target.to_path_buf(), Some(st.stx_mnt_id), false))
     }
 
     /// Where the mount is attached.

@@ -80,3 +80,108 @@ fn rm_removes_and_stops_at_a_mount() {
         assert!(stderr(&o).contains("No such file or directory"), "{}", stderr(&o));
     });
 }
+
+#[test]
+fn mount_usage_errors_exit_2() {
+    for args in [
+        &["mount", "--strategy", "fastest", "--lower", "/a", "--lower", "/b", "/t"][..],
+        &["mount", "--uidmap", "0:1", "--lower", "/a", "--lower", "/b", "/t"],
+        &["mount", "-t", "tmpfs", "--lower", "/a", "/t"],
+        &["mount", "--lower", "/a", "--upper", "/u", "/t"],
+        &["mount", "none", "/t"],
+        &["mount", "-t", "tmpfs", "a", "b", "c"],
+        &["umount"],
+    ] {
+        let o = layermount(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn mount_and_umount_an_idmapped_overlay_with_every_strategy() {
+    common::privileged("mount_and_umount_an_idmapped_overlay_with_every_strategy", |scratch| {
+        for d in ["l1", "l2", "u", "w"] {
+            fs::create_dir(scratch.join(d)).unwrap();
+        }
+        fs::write(scratch.join("l1/f"), "bottom").unwrap();
+        fs::write(scratch.join("l2/g"), "top").unwrap();
+        let p = |s: &str| scratch.join(s).display().to_string();
+        let target = p("root");
+        for strategy in ["auto", "fd", "fd-attached", "string", "legacy"] {
+            fs::create_dir(&target).unwrap();
+            let o = layermount(&[
+                "mount",
+                "--lower",
+                &p("l2"),
+                "--lower",
+                &p("l1"),
+                "--upper",
+                &p("u"),
+                "--work",
+                &p("w"),
+                "--uidmap",
+                "0:100000:65536",
+                "--strategy",
+                strategy,
+                &target,
+            ]);
+            assert_eq!(o.status.code(), Some(0), "{strategy}: {}", stderr(&o));
+            assert_eq!(fs::read_to_string(scratch.join("root/f")).unwrap(), "bottom", "{strategy}");
+            assert_eq!(common::owner(&scratch.join("root/g")), (100000, 100000), "{strategy}");
+            let o = layermount(&["umount", &target]);
+            assert_eq!(o.status.code(), Some(0), "{strategy}: {}", stderr(&o));
+            assert!(!scratch.join("root/f").exists(), "{strategy}: unmounted");
+            fs::remove_dir(&target).unwrap();
+        }
+        // containerd-style -o options.
+        let o = layermount(&[
+            "mount",
+            "-t",
+            "overlay",
+            "-o",
+            &format!("lowerdir={}:{}", p("l2"), p("l1")),
+            "-o",
+            "ro,uidmap=0:100000:65536,gidmap=0:100000:65536",
+            "overlay",
+            &target,
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(common::owner(&scratch.join("root/f")), (100000, 100000));
+        assert_eq!(layermount(&["umount", &target]).status.code(), Some(0));
+        // mount created the missing mount point; umount leaves it (empty), as umount(8) does.
+        assert_eq!(fs::read_dir(scratch.join("root")).unwrap().count(), 0);
+        fs::remove_dir(scratch.join("root")).unwrap();
+    });
+}
+
+#[test]
+fn mount_and_umount_failures_exit_1_with_one_line() {
+    common::privileged("mount_and_umount_failures_exit_1_with_one_line", |scratch| {
+        fs::create_dir(scratch.join("l1")).unwrap();
+        let p = |s: &str| scratch.join(s).display().to_string();
+        let cases: [(&[&str], &str); 4] = [
+            (
+                &[
+                    "mount",
+                    "-t",
+                    "overlay",
+                    "-o",
+                    &format!("lowerdir={}:{},X-containerd.bogus=1", p("l1"), p("l1")),
+                    &p("t"),
+                ],
+                "unknown containerd option",
+            ),
+            (&["mount", "--lower", &p("l1"), "--lower", &p("missing"), &p("t")], "missing"),
+            (&["mount", "--lower", &p("l1"), "--lower", &p("l1"), &p("t")], "same directory"),
+            (&["umount", &p("l1")], "not a mount point"),
+        ];
+        for (args, needle) in cases {
+            let o = layermount(args);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(err.starts_with("layermount: ") && err.contains(needle), "{err}");
+        }
+        assert!(!scratch.join("t").exists());
+    });
+}

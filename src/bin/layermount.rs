@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use layermount::{Features, remove_all};
+use clap::{CommandFactory, Parser, Subcommand};
+use layermount::{Features, IdMap, MountGuard, MountSpec, OverlayLevel, remove_all};
 
 #[derive(Parser, Debug)]
 #[command(name = "layermount", version, about = "Turn container image layers into mounted root filesystems, safely")]
@@ -23,12 +23,129 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Mount SOURCE on TARGET like mount(8), with containerd's options (uidmap=/gidmap= included). The mount
+    /// stays after this command exits; remove it with `layermount umount TARGET`.
+    Mount {
+        /// Filesystem type (overlay, bind, tmpfs, ...); overlay when --lower is given.
+        #[arg(short = 't', long = "type")]
+        kind: Option<String>,
+        /// Comma-separated options (repeatable), e.g. -o lowerdir=/l2:/l1,upperdir=/u,workdir=/w,nodev.
+        #[arg(short = 'o', long = "options")]
+        options: Vec<String>,
+        /// An overlay lower layer (repeatable, top-most first).
+        #[arg(long = "lower", value_name = "DIR")]
+        lowers: Vec<PathBuf>,
+        /// The overlay upper directory (needs --work).
+        #[arg(long, value_name = "DIR", requires = "work")]
+        upper: Option<PathBuf>,
+        /// The overlay work directory (needs --upper).
+        #[arg(long, value_name = "DIR", requires = "upper")]
+        work: Option<PathBuf>,
+        /// Idmap with this uid map, container:host:size[,...] (the layers, for overlay).
+        #[arg(long, value_name = "MAP", value_parser = parse_map)]
+        uidmap: Option<IdMap>,
+        /// The gid map (default: the same as --uidmap).
+        #[arg(long, value_name = "MAP", value_parser = parse_map, requires = "uidmap")]
+        gidmap: Option<IdMap>,
+        /// How overlay layers reach the kernel: auto (the best this kernel has), fd, fd-attached, string, legacy.
+        #[arg(long, default_value = "auto", value_parser = parse_strategy)]
+        strategy: Strategy,
+        /// [SOURCE] TARGET (SOURCE defaults to the type's name).
+        #[arg(num_args = 1..=2, required = true, value_name = "SOURCE TARGET")]
+        paths: Vec<String>,
+    },
+    /// Detach-unmount the mount at TARGET (exits 1 if TARGET is not a mount point).
+    Umount {
+        /// The mount point.
+        target: PathBuf,
+    },
     /// Remove PATH recursively without crossing a mount or following a symlink; exits 1 naming the mount point
     /// if one is in the way (and then deletes nothing beneath it).
     Rm {
         /// The file or directory to remove.
         path: PathBuf,
     },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Strategy(Option<OverlayLevel>);
+
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    if s == "auto" {
+        return Ok(Strategy(None));
+    }
+    s.parse()
+        .map(|l| Strategy(Some(l)))
+        .map_err(|_| format!("\"{s}\" is not one of auto, fd, fd-attached, string, legacy"))
+}
+
+fn parse_map(s: &str) -> Result<IdMap, String> {
+    s.parse().map_err(|e: layermount::Error| e.to_string())
+}
+
+fn usage_error(msg: String) -> ! {
+    Cli::command().error(clap::error::ErrorKind::ArgumentConflict, msg).exit()
+}
+
+/// Escape what overlay's option parser treats specially in a path.
+fn escape_path(p: &std::path::Path) -> String {
+    let mut out = String::new();
+    for c in p.to_string_lossy().chars() {
+        if matches!(c, '\\' | ':' | ',') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+struct MountArgs {
+    kind: Option<String>,
+    options: Vec<String>,
+    lowers: Vec<PathBuf>,
+    upper: Option<PathBuf>,
+    work: Option<PathBuf>,
+    uidmap: Option<IdMap>,
+    gidmap: Option<IdMap>,
+    strategy: Strategy,
+    paths: Vec<String>,
+}
+
+fn mount(a: MountArgs) -> layermount::Result<()> {
+    let overlay_flags = !a.lowers.is_empty() || a.upper.is_some();
+    let kind = match (a.kind, overlay_flags) {
+        (Some(k), true) if k != "overlay" => usage_error(format!("--lower/--upper/--work need -t overlay, not -t {k}")),
+        (Some(k), _) => k,
+        (None, true) => "overlay".to_string(),
+        (None, false) => usage_error("-t TYPE is required (or --lower for an overlay)".to_string()),
+    };
+    let (source, target) = match &a.paths[..] {
+        [target] => (kind.clone(), target.clone()),
+        [source, target] => (source.clone(), target.clone()),
+        _ => usage_error("expected [SOURCE] TARGET".to_string()),
+    };
+    let mut spec = MountSpec::new(kind, source, target);
+    for o in &a.options {
+        spec = spec.with_options(o);
+    }
+    if !a.lowers.is_empty() {
+        let joined: Vec<String> = a.lowers.iter().map(|l| escape_path(l)).collect();
+        spec.options.push(format!("lowerdir={}", joined.join(":")));
+    }
+    if let (Some(u), Some(w)) = (&a.upper, &a.work) {
+        spec.options.push(format!("upperdir={}", escape_path(u)));
+        spec.options.push(format!("workdir={}", escape_path(w)));
+    }
+    if let Some(uid) = &a.uidmap {
+        spec.set_idmap(uid, a.gidmap.as_ref().unwrap_or(uid));
+    }
+    let guard = spec.mount_with_strategy(a.strategy.0)?;
+    guard.leak();
+    Ok(())
+}
+
+fn umount(target: &std::path::Path) -> layermount::Result<()> {
+    MountGuard::adopt(target)?.unmount()
 }
 
 fn json_string(s: &str) -> String {
@@ -72,6 +189,10 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Rm { path } => remove_all(&path).map(drop),
+        Command::Mount { kind, options, lowers, upper, work, uidmap, gidmap, strategy, paths } => {
+            mount(MountArgs { kind, options, lowers, upper, work, uidmap, gidmap, strategy, paths })
+        }
+        Command::Umount { target } => umount(&target),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
