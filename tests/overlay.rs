@@ -360,3 +360,43 @@ fn fast_path_attaches_nothing_but_the_overlay() {
         guard.unmount().unwrap();
     });
 }
+
+#[test]
+fn symlinked_layer_paths() {
+    privileged("symlinked_layer_paths", |scratch| {
+        let store = scratch.join("store");
+        let elsewhere = layer(&scratch.join("elsewhere/deep/layer"), &[("from-elsewhere", "e")]);
+        let l1 = layer(&store.join("1"), &[("one", "1")]);
+        // A layer path whose text is under the store but which leads out of it.
+        std::os::unix::fs::symlink(&elsewhere, store.join("2")).unwrap();
+        for level in [
+            OverlayLevel::DetachedLayers,
+            OverlayLevel::LowerdirFds,
+            OverlayLevel::LowerdirStrings,
+            OverlayLevel::Legacy,
+        ] {
+            let mnt = scratch.join("mnt");
+            let guard = Overlay::new()
+                .lower(store.join("2"))
+                .lower(&l1)
+                .idmap(ns())
+                .strategy(level)
+                .staging_dir(scratch)
+                .mount_at(&mnt)
+                .unwrap_or_else(|e| panic!("{level}: {e}"));
+            assert_eq!(names(&mnt), ["from-elsewhere", "one"], "{level}");
+            assert_eq!(owner(&mnt.join("from-elsewhere")), (100000, 100000), "{level}: idmapped too");
+            guard.unmount().unwrap();
+        }
+        // Nested by text only: store/1/link is a symlink out, so it is not inside store/1.
+        std::os::unix::fs::symlink(&elsewhere, l1.join("link")).unwrap();
+        let guard = Overlay::new().lower(l1.join("link")).lower(&l1).mount_at(scratch.join("m2")).unwrap();
+        guard.unmount().unwrap();
+        // Nested for real but hidden by a symlink: the kernel's ELOOP is reported as nesting.
+        let inner = layer(&l1.join("inner"), &[]);
+        std::os::unix::fs::symlink(&inner, scratch.join("alias")).unwrap();
+        let err = Overlay::new().lower(scratch.join("alias")).lower(&l1).mount().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidOverlay(OverlayProblem::NestedLayers), "{err}");
+        assert_eq!(err.raw_os_error(), Some(40));
+    });
+}

@@ -1,8 +1,8 @@
 //! Opening, identifying and validating the directories of an overlay before anything is mounted.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, StatxFlags};
 use rustix::io::Errno;
@@ -35,61 +35,110 @@ impl Role {
     }
 }
 
-/// A directory of the overlay, opened once (`O_PATH`) and identified.
+/// A directory of the overlay, identified by one `statx` (no fd is held for a path until one is needed).
 #[derive(Debug)]
 pub(crate) struct Resolved {
     pub role: Role,
     /// The path as the caller gave it (or `fd:N` for a caller's fd), for errors.
     pub given: PathBuf,
-    pub fd: OwnedFd,
-    /// Where it really is, read back from the fd; `None` when not reachable from our root (a detached tree).
-    pub real: Option<PathBuf>,
+    /// The caller's fd, for a directory given as an fd.
+    pub fd: Option<OwnedFd>,
+    /// The absolute path, made without resolving symlinks (so without a syscall) unless the caller's path had
+    /// `..` in it; `None` for a caller's fd.
+    pub path: Option<PathBuf>,
     pub dev: (u32, u32),
     pub ino: u64,
     pub mount_id: u64,
-    /// Given as a path (so we may idmap it); a caller's fd is used as it is.
-    pub from_path: bool,
 }
 
 fn overlay_error(problem: OverlayProblem, path: &Path) -> Error {
     Error::new(ErrorKind::InvalidOverlay(problem), "compose overlay").with_path(path)
 }
 
-fn identify(role: Role, given: PathBuf, fd: OwnedFd, from_path: bool) -> Result<Resolved> {
-    let st = rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, StatxFlags::TYPE | StatxFlags::INO | StatxFlags::MNT_ID)
-        .map_err(|e| Error::os("compose overlay: stat", e).with_path(&given))?;
+const STATX_WANT: StatxFlags = StatxFlags::TYPE.union(StatxFlags::INO).union(StatxFlags::MNT_ID);
+
+fn identify(
+    role: Role,
+    given: PathBuf,
+    st: &rustix::fs::Statx,
+    fd: Option<OwnedFd>,
+    path: Option<PathBuf>,
+) -> Result<Resolved> {
     if rustix::fs::FileType::from_raw_mode(u32::from(st.stx_mode)) != rustix::fs::FileType::Directory {
         return Err(overlay_error(OverlayProblem::NotADirectory, &given));
     }
-    let link = format!("/proc/thread-self/fd/{}", fd.as_raw_fd());
-    let real = std::fs::read_link(link).ok().filter(|p| p.is_absolute() && p.exists());
     Ok(Resolved {
         role,
         given,
         fd,
-        real,
+        path,
         dev: (st.stx_dev_major, st.stx_dev_minor),
         ino: st.stx_ino,
         mount_id: st.stx_mnt_id,
-        from_path,
     })
 }
 
-/// Open `path` as a directory (`O_PATH`), following symlinks as path lookup does.
+/// Where the fd really is, read back from `/proc` (`None` when unreachable from our root).
+fn real_path_of(fd: BorrowedFd<'_>) -> Option<PathBuf> {
+    let link = format!("/proc/thread-self/fd/{}", fd.as_raw_fd());
+    std::fs::read_link(link).ok().filter(|p| p.is_absolute() && !p.to_string_lossy().ends_with(" (deleted)"))
+}
+
+/// Identify the directory at `path` (symlinks followed, as the kernel would).
 pub(crate) fn resolve_path(role: Role, path: &Path) -> Result<Resolved> {
-    let fd = rustix::fs::openat(CWD, path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(
-        |e| match e {
-            Errno::NOTDIR => overlay_error(OverlayProblem::NotADirectory, path),
-            _ => Error::os("compose overlay: open", e).with_path(path).with_detail(role.name()),
-        },
-    )?;
-    identify(role, path.to_path_buf(), fd, true)
+    let open_err = |e: Errno| match e {
+        Errno::NOTDIR => overlay_error(OverlayProblem::NotADirectory, path),
+        _ => Error::os("compose overlay: open", e).with_path(path).with_detail(role.name()),
+    };
+    let abs = std::path::absolute(path).map_err(|e| Error::io("compose overlay: absolute path", &e).with_path(path))?;
+    let st = rustix::fs::statx(CWD, &abs, AtFlags::empty(), STATX_WANT).map_err(open_err)?;
+    let r = identify(role, path.to_path_buf(), &st, None, None)?;
+    // A `..` would make the path's text lie about nesting and common parents: use where it really leads.
+    let lexical = if abs.components().any(|c| c == Component::ParentDir) {
+        let fd = r.open(OFlags::PATH)?;
+        real_path_of(fd.as_fd())
+    } else {
+        Some(abs)
+    };
+    Ok(Resolved { path: lexical, ..r })
 }
 
 /// Identify a directory fd the caller gave (kept open; used as it is).
 pub(crate) fn resolve_fd(role: Role, fd: OwnedFd) -> Result<Resolved> {
     let given = PathBuf::from(format!("fd:{}", fd.as_raw_fd()));
-    identify(role, given, fd, false)
+    let st = rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, STATX_WANT)
+        .map_err(|e| Error::os("compose overlay: stat", e).with_path(&given))?;
+    identify(role, given, &st, Some(fd), None)
+}
+
+impl Resolved {
+    /// True when `fd` is the directory this was resolved to.
+    pub fn is(&self, fd: BorrowedFd<'_>) -> bool {
+        rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::INO)
+            .is_ok_and(|st| (st.stx_dev_major, st.stx_dev_minor, st.stx_ino) == (self.dev.0, self.dev.1, self.ino))
+    }
+
+    /// Open the directory with `oflags` (`O_PATH` or `O_RDONLY`), checking it is still the one resolved.
+    pub fn open(&self, oflags: OFlags) -> Result<OwnedFd> {
+        let flags = oflags | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd = match (&self.fd, &self.path) {
+            (Some(fd), _) => rustix::fs::openat(fd, ".", flags, Mode::empty()),
+            (None, Some(p)) => rustix::fs::openat(CWD, p, flags, Mode::empty()),
+            (None, None) => rustix::fs::openat(CWD, &self.given, flags, Mode::empty()),
+        }
+        .map_err(|e| Error::os("compose overlay: open", e).with_path(&self.given))?;
+        if !self.is(fd.as_fd()) {
+            return Err(Error::new(ErrorKind::InvalidInput, "compose overlay")
+                .with_path(&self.given)
+                .with_detail("the directory was replaced while the overlay was being composed"));
+        }
+        Ok(fd)
+    }
+
+    /// Where the directory really is (symlinks resolved), for confirming what the path's text suggests.
+    fn real_path(&self) -> Option<PathBuf> {
+        real_path_of(self.open(OFlags::PATH).ok()?.as_fd())
+    }
 }
 
 /// The checks the kernel would make, made first so the caller gets a precise error and nothing is mounted.
@@ -119,14 +168,19 @@ pub(crate) fn validate(all: &[Resolved], has_upper: bool) -> Result<()> {
             )));
         }
     }
-    let by_path: HashMap<&Path, &Resolved> = all.iter().filter_map(|r| Some((r.real.as_deref()?, r))).collect();
+    let by_path: HashMap<&Path, &Resolved> = all.iter().filter_map(|r| Some((r.path.as_deref()?, r))).collect();
     for r in all {
-        let Some(real) = &r.real else { continue };
-        for ancestor in real.ancestors().skip(1) {
+        let Some(path) = &r.path else { continue };
+        for ancestor in path.ancestors().skip(1) {
             let Some(outer) = by_path.get(ancestor) else { continue };
             // Upper or work inside a lower layer is allowed since Linux 5.12; every other nesting is refused.
             let allowed = matches!(r.role, Role::Upper | Role::Work) && outer.role.is_layer();
-            if !allowed {
+            // The text says nested; a symlink at the end of the inner path could say otherwise, so confirm.
+            let really = || match (r.real_path(), outer.real_path()) {
+                (Some(inner), Some(outer)) => inner.starts_with(outer),
+                _ => true,
+            };
+            if !allowed && really() {
                 return Err(overlay_error(OverlayProblem::NestedLayers, &r.given).with_detail(format!(
                     "{} {} is inside {} {}",
                     r.role.name(),
@@ -168,29 +222,23 @@ pub(crate) fn group_by_mount(all: &[Resolved], want: impl Fn(&Resolved) -> bool)
     let mut by_mount: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
     let mut groups = Vec::new();
     for (i, r) in all.iter().enumerate().filter(|(_, r)| want(r)) {
-        match &r.real {
+        match &r.path {
             Some(_) => by_mount.entry(r.mount_id).or_default().push(i),
             None => groups.push(Group { base: r.given.clone(), members: vec![(i, PathBuf::from("."))] }),
         }
     }
     for idxs in by_mount.into_values() {
-        let base = common_ancestor(idxs.iter().map(|&i| all[i].real.as_deref().expect("grouped by real path")));
+        let base = common_ancestor(idxs.iter().map(|&i| all[i].path.as_deref().expect("grouped by path")));
         let members = idxs
             .into_iter()
             .map(|i| {
-                let rel = all[i].real.as_deref().and_then(|p| p.strip_prefix(&base).ok()).unwrap_or(Path::new(""));
+                let rel = all[i].path.as_deref().and_then(|p| p.strip_prefix(&base).ok()).unwrap_or(Path::new(""));
                 (i, if rel.as_os_str().is_empty() { PathBuf::from(".") } else { rel.to_path_buf() })
             })
             .collect();
         groups.push(Group { base, members });
     }
     groups
-}
-
-/// Reopen a resolved directory `O_RDONLY` (for kernels whose overlay refuses `O_PATH` layer fds).
-pub(crate) fn reopen_readable(r: &Resolved) -> Result<OwnedFd> {
-    rustix::fs::openat(r.fd.as_fd(), ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| Error::os("compose overlay: open", e).with_path(&r.given))
 }
 
 #[cfg(test)]

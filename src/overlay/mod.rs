@@ -24,10 +24,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::OFlags;
+use rustix::io::Errno;
 use rustix::mount::MountAttrFlags;
 
 pub use layers::MAX_LAYERS;
-use layers::{Group, Resolved, Role};
+use layers::{Resolved, Role};
 use staging::{Staging, open_beneath, with_own_cwd};
 
 use crate::error::{Error, ErrorKind, OverlayProblem, Result};
@@ -334,7 +335,7 @@ impl Overlay {
 
     /// Which resolved directories this builder idmaps.
     fn idmapped(&self, r: &Resolved) -> bool {
-        self.userns.is_some() && r.from_path && (r.role != Role::Upper && r.role != Role::Work || self.idmap_upper)
+        self.userns.is_some() && r.fd.is_none() && (r.role != Role::Upper && r.role != Role::Work || self.idmap_upper)
     }
 
     /// Apply options in the order given.
@@ -350,8 +351,32 @@ impl Overlay {
 
     fn finish(&self, ov: &mut FsContext) -> Result<DetachedTree> {
         self.set_options(ov)?;
-        ov.create()?;
+        ov.create().map_err(|e| {
+            // Duplicates were ruled out, so ELOOP is nesting the paths' text did not show (a symlink).
+            if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) {
+                e.with_kind(ErrorKind::InvalidOverlay(OverlayProblem::NestedLayers))
+            } else {
+                e
+            }
+        })?;
         ov.mount_with(MountAttrFlags::from_bits_retain(self.attrs.bits() as u32))
+    }
+
+    /// An idmapped clone of one directory by itself, for a layer whose path text does not lead to it inside its
+    /// group's clone (a symlink out of the common parent, say).
+    fn own_clone(r: &Resolved, ns: &UserNamespace) -> Result<DetachedTree> {
+        let mut tree = DetachedTree::clone_at(r.open(OFlags::PATH)?, "", false)?;
+        tree.idmap(ns)?;
+        Ok(tree)
+    }
+
+    /// Where `rel` under the attached clone `at` is the directory `r`, or else a clone of `r` by itself attached
+    /// under `staging`.
+    fn staged(r: &Resolved, at: &Path, rel: &Path, staging: &mut Staging, ns: &UserNamespace) -> Result<PathBuf> {
+        match open_beneath(at, rel, OFlags::PATH) {
+            Ok(fd) if r.is(fd.as_fd()) => Ok(if rel == Path::new(".") { at.to_path_buf() } else { at.join(rel) }),
+            _ => staging.attach(Self::own_clone(r, ns)?),
+        }
     }
 
     /// The fd strategies. Without `staging` (Linux 6.15): one detached idmapped clone per group, `O_PATH` layer fds
@@ -367,28 +392,40 @@ impl Overlay {
                         let mut tree = DetachedTree::clone_path(&group.base, false)?;
                         tree.idmap(ns)?;
                         for (i, rel) in &group.members {
-                            fds[*i] = Some(tree.open_dir(rel)?);
+                            let fd = match tree.open_dir(rel) {
+                                Ok(fd) if all[*i].is(fd.as_fd()) => fd,
+                                _ => {
+                                    let own = Self::own_clone(&all[*i], ns)?;
+                                    let fd = own.open_dir(".")?;
+                                    clones.push(own);
+                                    fd
+                                }
+                            };
+                            fds[*i] = Some(fd);
                         }
                         clones.push(tree);
                     }
                     Some(staging) => {
                         let at = staging.attach_idmapped(&group.base, ns)?;
                         for (i, rel) in &group.members {
-                            fds[*i] = Some(open_beneath(&at, rel, OFlags::RDONLY)?);
+                            let path = Self::staged(&all[*i], &at, rel, staging, ns)?;
+                            fds[*i] = Some(open_beneath(&path, Path::new("."), OFlags::RDONLY)?);
                         }
                     }
                 }
             }
         }
+        let oflags = if staging.is_some() { OFlags::RDONLY } else { OFlags::PATH };
         let mut ov = FsContext::open("overlay")?;
         for (i, r) in all.iter().enumerate() {
-            let readable;
-            let fd = match (&fds[i], &staging) {
+            let opened;
+            let fd = match (&fds[i], &r.fd) {
                 (Some(fd), _) => fd.as_fd(),
-                (None, None) => r.fd.as_fd(),
-                (None, Some(_)) => {
-                    readable = layers::reopen_readable(r)?;
-                    readable.as_fd()
+                // A caller's fd is used as it is.
+                (None, Some(fd)) => fd.as_fd(),
+                (None, None) => {
+                    opened = r.open(oflags)?;
+                    opened.as_fd()
                 }
             };
             ov.set_fd(key(r.role), fd)?;
@@ -403,17 +440,17 @@ impl Overlay {
     fn paths(&self, all: &[Resolved], staging: &mut Staging) -> Result<Vec<PathBuf>> {
         let mut paths: Vec<PathBuf> = all
             .iter()
-            .map(|r| match (&r.real, r.from_path) {
-                (Some(real), true) => real.clone(),
-                _ => PathBuf::from(format!("/proc/thread-self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&r.fd))),
+            .map(|r| match (&r.fd, &r.path) {
+                (Some(fd), _) => PathBuf::from(format!("/proc/thread-self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd))),
+                (None, Some(p)) => p.clone(),
+                (None, None) => r.given.clone(),
             })
             .collect();
         if let Some(ns) = &self.userns {
-            let groups: Vec<Group> = layers::group_by_mount(all, |r| self.idmapped(r));
-            for group in groups {
+            for group in layers::group_by_mount(all, |r| self.idmapped(r)) {
                 let at = staging.attach_idmapped(&group.base, ns)?;
                 for (i, rel) in group.members {
-                    paths[i] = if rel == Path::new(".") { at.clone() } else { at.join(rel) };
+                    paths[i] = Self::staged(&all[i], &at, &rel, staging, ns)?;
                 }
             }
         }
