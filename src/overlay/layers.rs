@@ -84,14 +84,46 @@ fn real_path_of(fd: BorrowedFd<'_>) -> Option<PathBuf> {
     std::fs::read_link(link).ok().filter(|p| p.is_absolute() && !p.to_string_lossy().ends_with(" (deleted)"))
 }
 
+/// The deepest directory above every path of an overlay, opened once so each path is looked up from there
+/// instead of from `/` (most of a snapshotter's path is the same for every layer).
+#[derive(Debug)]
+pub(crate) struct Anchor {
+    path: PathBuf,
+    fd: OwnedFd,
+}
+
+/// `path` made absolute without resolving anything, when its text can be trusted (no `..`).
+pub(crate) fn lexical_absolute(path: &Path) -> Option<PathBuf> {
+    let abs = std::path::absolute(path).ok()?;
+    (!abs.components().any(|c| c == Component::ParentDir)).then_some(abs)
+}
+
+impl Anchor {
+    /// Open the common ancestor of `paths` (absolute, without `..`); `None` if there is nothing to share.
+    pub fn new(paths: &[PathBuf]) -> Option<Anchor> {
+        if paths.len() < 2 {
+            return None;
+        }
+        let path = common_ancestor(paths.iter().map(PathBuf::as_path));
+        let fd = rustix::fs::open(&path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+        Some(Anchor { path, fd })
+    }
+}
+
 /// Identify the directory at `path` (symlinks followed, as the kernel would).
-pub(crate) fn resolve_path(role: Role, path: &Path) -> Result<Resolved> {
+pub(crate) fn resolve_path(role: Role, path: &Path, anchor: Option<&Anchor>) -> Result<Resolved> {
     let open_err = |e: Errno| match e {
         Errno::NOTDIR => overlay_error(OverlayProblem::NotADirectory, path),
         _ => Error::os("compose overlay: open", e).with_path(path).with_detail(role.name()),
     };
     let abs = std::path::absolute(path).map_err(|e| Error::io("compose overlay: absolute path", &e).with_path(path))?;
-    let st = rustix::fs::statx(CWD, &abs, AtFlags::empty(), STATX_WANT).map_err(open_err)?;
+    let rel = anchor.and_then(|a| Some((a, abs.strip_prefix(&a.path).ok()?)));
+    let st = match rel {
+        Some((a, rel)) if rel.as_os_str().is_empty() => rustix::fs::statx(&a.fd, "", AtFlags::EMPTY_PATH, STATX_WANT),
+        Some((a, rel)) => rustix::fs::statx(&a.fd, rel, AtFlags::empty(), STATX_WANT),
+        None => rustix::fs::statx(CWD, &abs, AtFlags::empty(), STATX_WANT),
+    }
+    .map_err(open_err)?;
     let r = identify(role, path.to_path_buf(), &st, None, None)?;
     // A `..` would make the path's text lie about nesting and common parents: use where it really leads.
     let lexical = if abs.components().any(|c| c == Component::ParentDir) {

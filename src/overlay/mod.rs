@@ -301,8 +301,20 @@ impl Overlay {
             return Err(Error::new(ErrorKind::InvalidOverlay(OverlayProblem::TooManyLayers), "compose overlay")
                 .with_detail(format!("{layer_count} layers; the kernel stacks at most {MAX_LAYERS}")));
         }
+        let upper = self.upper.iter().flat_map(|(u, w)| [u, w]);
+        let texts: Vec<PathBuf> = self
+            .lowers
+            .iter()
+            .chain(&self.data)
+            .chain(upper)
+            .filter_map(|s| match s {
+                Source::Path(p) => layers::lexical_absolute(p),
+                Source::Fd(_) => None,
+            })
+            .collect();
+        let anchor = layers::Anchor::new(&texts);
         let one = |role: Role, s: &Source| match s {
-            Source::Path(p) => layers::resolve_path(role, p),
+            Source::Path(p) => layers::resolve_path(role, p, anchor.as_ref()),
             Source::Fd(fd) => {
                 let dup = fd.try_clone().map_err(|e| Error::io("compose overlay: dup", &e))?;
                 layers::resolve_fd(role, dup)
