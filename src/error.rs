@@ -36,6 +36,58 @@ pub enum ErrorKind {
     InvalidOverlay(OverlayProblem),
     /// A mount specification (type, source, target, options) is malformed or names an unknown option.
     InvalidMountSpec,
+    /// An archive entry (its name, a hardlink target, a whiteout) would reach outside the layer directory.
+    /// Nothing was written outside; the layer was not committed.
+    Breakout,
+    /// A layer could not be applied, verified or recovered; the inner value says why.
+    InvalidLayer(LayerProblem),
+}
+
+/// Why a layer could not be applied, verified or recovered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LayerProblem {
+    /// The archive is not a valid tar stream (or its compression is corrupt).
+    Corrupt,
+    /// An entry type layermount does not apply (sockets, contiguous files of unknown kind, ...), or a character
+    /// device 0/0 (overlay's own whiteout, which an OCI layer must express as `.wh.`).
+    UnsupportedEntry,
+    /// A whiteout with no name (`.wh.`) or naming `.` or `..`.
+    BadWhiteout,
+    /// A hardlink whose target is missing from the layer or is a directory.
+    HardlinkTarget,
+    /// A device node the caller may not create, with devices set to be refused.
+    DeviceNotPermitted,
+    /// The sha256 of the uncompressed stream is not the expected diff_id.
+    DigestMismatch,
+    /// An owner the id shift does not map.
+    UnmappedId,
+    /// The destination already exists.
+    DestinationExists,
+    /// The layer has no commit marker: it was never committed (or its commit was cut short).
+    MissingMarker,
+    /// The commit marker cannot be read or is of an unknown format version.
+    BadMarker,
+    /// The layer's content no longer matches the digest recorded when it was committed.
+    ContentMismatch,
+}
+
+impl fmt::Display for LayerProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Corrupt => "corrupt archive",
+            Self::UnsupportedEntry => "unsupported entry",
+            Self::BadWhiteout => "invalid whiteout",
+            Self::HardlinkTarget => "hardlink target missing or a directory",
+            Self::DeviceNotPermitted => "device node not permitted",
+            Self::DigestMismatch => "diff_id does not match the expected digest",
+            Self::UnmappedId => "owner not mapped by the id shift",
+            Self::DestinationExists => "destination already exists",
+            Self::MissingMarker => "no commit marker: the layer is not committed",
+            Self::BadMarker => "unreadable commit marker",
+            Self::ContentMismatch => "content does not match the digest recorded at commit",
+        })
+    }
 }
 
 /// Why an overlay could not be composed. Each is detected before any system call that mounts, except
@@ -240,6 +292,14 @@ impl fmt::Display for Error {
                 write!(f, "{p}")?;
                 need_sep = true;
             }
+            ErrorKind::InvalidLayer(p) => {
+                write!(f, "{p}")?;
+                need_sep = true;
+            }
+            ErrorKind::Breakout => {
+                f.write_str("would reach outside the layer")?;
+                need_sep = true;
+            }
             ErrorKind::MountBoundary => {
                 f.write_str("is a mount point; refusing to cross it")?;
                 need_sep = true;
@@ -295,6 +355,7 @@ impl From<Error> for std::io::Error {
             | ErrorKind::InvalidIdMap(_)
             | ErrorKind::InvalidOverlay(_)
             | ErrorKind::InvalidMountSpec => std::io::ErrorKind::InvalidInput,
+            ErrorKind::Breakout | ErrorKind::InvalidLayer(_) => std::io::ErrorKind::InvalidData,
             ErrorKind::MountBoundary => std::io::ErrorKind::ResourceBusy,
             _ => match e.errno {
                 Some(n) => std::io::Error::from_raw_os_error(n).kind(),

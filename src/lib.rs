@@ -38,6 +38,7 @@ mod features;
 mod fscontext;
 mod guard;
 mod idmap;
+mod layer;
 mod mountinfo;
 mod overlay;
 mod remove;
@@ -53,11 +54,15 @@ extern crate self as layermount;
 #[path = "../tests/common/mod.rs"]
 mod test_common;
 
-pub use error::{Error, ErrorKind, IdMapProblem, OverlayProblem, Result};
+pub use error::{Error, ErrorKind, IdMapProblem, LayerProblem, OverlayProblem, Result};
 pub use features::{Features, OVERLAY_LEVEL_ENV, OverlayLevel, idmap_supported};
 pub use fscontext::FsContext;
 pub use guard::MountGuard;
 pub use idmap::{IdMap, IdRange, MAX_EXTENTS};
+pub use layer::{
+    AppliedLayer, ApplyOptions, ApplyStats, Compression, DeviceMode, RecoverReport, SyncMode, WhiteoutMode, apply,
+    marker_path, recover, verify,
+};
 pub use mountinfo::{MountChanges, MountInfo, MountTable};
 pub use overlay::{MAX_LAYERS, Overlay, OverlayOption};
 pub use remove::{RemoveStats, remove_all};

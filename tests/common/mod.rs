@@ -11,6 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod archive;
+
 use layermount::MountTable;
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 use rustix::thread::UnshareFlags;

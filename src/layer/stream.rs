@@ -1,0 +1,164 @@
+//! The uncompressed tar stream of a layer: compression detected by magic bytes, the OCI diff_id (sha256 of the
+//! uncompressed bytes) computed on the way, in a thread of its own so hashing and decompression overlap with
+//! extraction.
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use sha2::{Digest, Sha256};
+
+const CHUNK: usize = 256 * 1024;
+
+/// The compression of a layer blob, as detected by its magic bytes.
+///
+/// ```
+/// assert_ne!(layermount::Compression::Gzip, layermount::Compression::Zstd);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// A plain tar stream.
+    None,
+    /// gzip (`1f 8b`).
+    Gzip,
+    /// zstd (`28 b5 2f fd`).
+    Zstd,
+}
+
+fn detect(head: &[u8]) -> Compression {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    }
+}
+
+/// What the pump thread found: the hex sha256 and length of the uncompressed stream.
+pub(crate) struct StreamSummary {
+    pub sha256_hex: String,
+    pub length: u64,
+    pub compression: Compression,
+}
+
+/// Read `source` to the end, decompressing and hashing, and send the uncompressed bytes in chunks. Stops early (and
+/// quietly) if the receiving side hangs up.
+pub(crate) fn pump(source: impl Read, tx: SyncSender<Chunk>) -> io::Result<StreamSummary> {
+    let mut buffered = BufReader::with_capacity(CHUNK, source);
+    let compression = detect(buffered.fill_buf()?);
+    let mut inner: Box<dyn Read> = match compression {
+        Compression::None => Box::new(buffered),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
+    };
+    let mut hasher = Sha256::new();
+    let mut length = 0u64;
+    loop {
+        let mut chunk = vec![0u8; CHUNK];
+        let mut filled = 0;
+        while filled < CHUNK {
+            match inner.read(&mut chunk[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let kind = e.kind();
+                    let _ = tx.send(Err(io::Error::new(kind, e.to_string())));
+                    return Err(e);
+                }
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        chunk.truncate(filled);
+        hasher.update(&chunk);
+        length += filled as u64;
+        if tx.send(Ok(chunk)).is_err() {
+            break;
+        }
+    }
+    let digest = hasher.finalize();
+    let sha256_hex = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(StreamSummary { sha256_hex, length, compression })
+}
+
+/// One piece of the uncompressed stream, or the error that ended it.
+pub(crate) type Chunk = io::Result<Vec<u8>>;
+
+/// The receiving end, as a `Read`.
+pub(crate) struct ChunkReader {
+    rx: Receiver<Chunk>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl ChunkReader {
+    pub fn new(rx: Receiver<Chunk>) -> Self {
+        Self { rx, chunk: Vec::new(), pos: 0 }
+    }
+
+    /// Consume whatever is left (the tar end blocks and padding), so the pump hashes the whole stream.
+    pub fn drain(&mut self) -> io::Result<()> {
+        while let Ok(chunk) = self.rx.recv() {
+            chunk?;
+        }
+        Ok(())
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(chunk) => {
+                    self.chunk = chunk?;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// A channel sized for a few chunks in flight.
+pub(crate) fn channel() -> (SyncSender<Chunk>, Receiver<Chunk>) {
+    sync_channel(4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_by_magic() {
+        assert_eq!(detect(&[0x1f, 0x8b, 8, 0]), Compression::Gzip);
+        assert_eq!(detect(&[0x28, 0xb5, 0x2f, 0xfd, 0]), Compression::Zstd);
+        assert_eq!(detect(b"etc/passwd\0"), Compression::None);
+        assert_eq!(detect(b""), Compression::None);
+    }
+
+    #[test]
+    fn hashes_the_uncompressed_bytes() {
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &data).unwrap();
+        let compressed = gz.finish().unwrap();
+        let zst = zstd::encode_all(&data[..], 1).unwrap();
+        let want: String = Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect();
+        for blob in [data.clone(), compressed, zst] {
+            let (tx, rx) = channel();
+            let h = std::thread::spawn(move || pump(&blob[..], tx).unwrap());
+            let mut out = Vec::new();
+            ChunkReader::new(rx).read_to_end(&mut out).unwrap();
+            let s = h.join().unwrap();
+            assert_eq!(out, data);
+            assert_eq!(s.sha256_hex, want);
+            assert_eq!(s.length, data.len() as u64);
+        }
+    }
+}
