@@ -227,6 +227,19 @@ impl Error {
         }
     }
 
+    /// An error from a `std::io::Error` met while working on `path` (for tools built on the crate, such as the
+    /// command-line program, that open files themselves).
+    ///
+    /// ```
+    /// let io = std::io::Error::from_raw_os_error(2);
+    /// let e = layermount::Error::from_io("apply layer", "layer.tar", &io);
+    /// assert_eq!(e.raw_os_error(), Some(2));
+    /// assert_eq!(e.path(), Some(std::path::Path::new("layer.tar")));
+    /// ```
+    pub fn from_io(operation: &'static str, path: impl AsRef<Path>, err: &std::io::Error) -> Self {
+        Self::io(operation, err).with_path(path)
+    }
+
     pub(crate) fn with_kind(mut self, kind: ErrorKind) -> Self {
         self.kind = kind;
         self

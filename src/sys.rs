@@ -122,3 +122,50 @@ pub(crate) fn unshare_fs() -> Result<()> {
     // our callers run this first thing in a thread of their own that shares nothing yet.
     unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) }
 }
+
+/// `__NR_getxattrat` and `__NR_listxattrat` (Linux 6.13), the same on every architecture of the unified table.
+const SYS_GETXATTRAT: libc::c_long = 464;
+const SYS_LISTXATTRAT: libc::c_long = 465;
+
+/// `struct xattr_args` of `getxattrat(2)`.
+#[repr(C, align(8))]
+struct XattrArgs {
+    value: u64,
+    size: u32,
+    flags: u32,
+}
+
+/// `listxattrat(dfd, path, at_flags, list, size)` (Linux 6.13): the xattr names of `path` relative to `dfd`.
+pub(crate) fn listxattrat(dfd: BorrowedFd<'_>, path: &CStr, at_flags: u32, list: &mut [u8]) -> Result<usize> {
+    // SAFETY: `path` is NUL-terminated; the kernel writes at most `list.len()` bytes into `list`.
+    let ret = unsafe {
+        libc::syscall(SYS_LISTXATTRAT, dfd.as_raw_fd(), path.as_ptr(), at_flags, list.as_mut_ptr(), list.len())
+    };
+    check(ret).map(|n| n as usize)
+}
+
+/// `getxattrat(dfd, path, at_flags, name, &args, sizeof(args))` (Linux 6.13): one xattr value.
+pub(crate) fn getxattrat(
+    dfd: BorrowedFd<'_>,
+    path: &CStr,
+    at_flags: u32,
+    name: &CStr,
+    value: &mut [u8],
+) -> Result<usize> {
+    let args =
+        XattrArgs { value: value.as_mut_ptr() as u64, size: value.len().try_into().unwrap_or(u32::MAX), flags: 0 };
+    // SAFETY: `path` and `name` are NUL-terminated; `args` points at `value`, which outlives the call and whose
+    // length bounds what the kernel writes; the struct size is passed.
+    let ret = unsafe {
+        libc::syscall(
+            SYS_GETXATTRAT,
+            dfd.as_raw_fd(),
+            path.as_ptr(),
+            at_flags,
+            name.as_ptr(),
+            &args as *const XattrArgs,
+            size_of::<XattrArgs>(),
+        )
+    };
+    check(ret).map(|n| n as usize)
+}

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use layermount::{Features, IdMap, MountGuard, MountSpec, OverlayLevel, remove_all};
+use layermount::{
+    ApplyOptions, Features, IdMap, MountGuard, MountSpec, OverlayLevel, SyncMode, WhiteoutMode, apply, recover,
+    remove_all, verify,
+};
 
 #[derive(Parser, Debug)]
 #[command(name = "layermount", version, about = "Turn container image layers into mounted root filesystems, safely")]
@@ -58,6 +61,37 @@ enum Command {
     Umount {
         /// The mount point.
         target: PathBuf,
+    },
+    /// Apply an OCI layer (tar, tar+gzip or tar+zstd, from FILE or - for stdin) into the new directory DIR and
+    /// commit it; prints the diff_id. DIR must not exist; it appears only when complete.
+    Apply {
+        /// Expected diff_id (sha256 of the uncompressed tar); a mismatch commits nothing.
+        #[arg(long, value_name = "sha256:HEX")]
+        digest: Option<String>,
+        /// Whiteout format: overlay (trusted.overlay.*), userxattr (user.overlay.*), oci (keep .wh. files).
+        #[arg(long, default_value = "overlay", value_parser = ["overlay", "userxattr", "oci"])]
+        whiteouts: String,
+        /// Durability before publishing.
+        #[arg(long, default_value = "syncfs", value_parser = ["syncfs", "fsync", "none"])]
+        sync: String,
+        /// A lower layer this one goes on (repeatable, top-most first).
+        #[arg(long = "parent", value_name = "DIR")]
+        parents: Vec<PathBuf>,
+        /// The layer blob, or - for standard input.
+        file: String,
+        /// The layer directory to create.
+        dir: PathBuf,
+    },
+    /// Check a committed layer against the content digest recorded when it was committed.
+    Verify {
+        /// The layer directory.
+        dir: PathBuf,
+    },
+    /// Remove what a crash left in a layer store (staging directories, temporary markers) and list layers that are
+    /// not committed. Exits 1 if any layer is incomplete.
+    Recover {
+        /// The directory holding layer directories.
+        store: PathBuf,
     },
     /// Remove PATH recursively without crossing a mount or following a symlink; exits 1 naming the mount point
     /// if one is in the way (and then deletes nothing beneath it).
@@ -144,6 +178,52 @@ fn mount(a: MountArgs) -> layermount::Result<()> {
     Ok(())
 }
 
+fn apply_layer(
+    digest: Option<String>,
+    whiteouts: &str,
+    sync: &str,
+    parents: Vec<PathBuf>,
+    file: &str,
+    dir: &std::path::Path,
+) -> layermount::Result<()> {
+    let mut opts = ApplyOptions::new()
+        .whiteouts(match whiteouts {
+            "userxattr" => WhiteoutMode::OverlayUserXattr,
+            "oci" => WhiteoutMode::Oci,
+            _ => WhiteoutMode::Overlay,
+        })
+        .sync(match sync {
+            "fsync" => SyncMode::Fsync,
+            "none" => SyncMode::None,
+            _ => SyncMode::Syncfs,
+        });
+    for p in parents {
+        opts = opts.parent(p);
+    }
+    if let Some(d) = digest {
+        opts = opts.expect_diff_id(d);
+    }
+    let layer = if file == "-" {
+        apply(std::io::stdin(), dir, &opts)?
+    } else {
+        let f = std::fs::File::open(file).map_err(|e| layermount::Error::from_io("apply layer", file, &e))?;
+        apply(f, dir, &opts)?
+    };
+    println!("{}", layer.diff_id);
+    Ok(())
+}
+
+fn recover_store(store: &std::path::Path) -> layermount::Result<bool> {
+    let report = recover(store)?;
+    for p in &report.removed {
+        println!("removed {}", p.display());
+    }
+    for (p, why) in &report.incomplete {
+        println!("incomplete {}: {why}", p.display());
+    }
+    Ok(report.incomplete.is_empty())
+}
+
 fn umount(target: &std::path::Path) -> layermount::Result<()> {
     MountGuard::adopt(target)?.unmount()
 }
@@ -193,6 +273,15 @@ fn main() -> ExitCode {
             mount(MountArgs { kind, options, lowers, upper, work, uidmap, gidmap, strategy, paths })
         }
         Command::Umount { target } => umount(&target),
+        Command::Apply { digest, whiteouts, sync, parents, file, dir } => {
+            apply_layer(digest, &whiteouts, &sync, parents, &file, &dir)
+        }
+        Command::Verify { dir } => verify(&dir).map(|l| println!("ok {}", l.diff_id)),
+        Command::Recover { store } => match recover_store(&store) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

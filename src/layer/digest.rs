@@ -1,17 +1,19 @@
 //! The content digest of a layer directory: sha256 over one record per entry (path, type, mode, owner, size,
-//! CRC-32 of the data, symlink target, device number, mtime of non-directories, xattrs), in sorted path order.
+//! CRC-32 of the data, symlink target, device number, mtime of non-directories, xattrs), in bytewise path order.
 //!
 //! Its job is to find what a crash leaves behind (truncated, zeroed or missing files, lost metadata), not to
 //! authenticate a layer: that is what the diff_id is for. File data is summarised by CRC-32 and length, which catch
 //! every truncation and any zeroed block, at a fraction of sha256's cost; at commit time the CRCs come from
-//! extraction, so nothing is read twice. `security.selinux`, which the host assigns, is left out.
+//! extraction, so nothing is read twice. `security.selinux`, `security.ima` and `security.evm`, which the host
+//! assigns, are left out.
 
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
 
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags, StatxFlags};
 use sha2::{Digest, Sha256};
@@ -53,93 +55,156 @@ fn crc_of_file(dir: BorrowedFd<'_>, name: &OsStr, path: &Path) -> Result<u32> {
     Ok(crc.finalize())
 }
 
-fn put(h: &mut Sha256, bytes: &[u8]) {
-    h.update((bytes.len() as u64).to_le_bytes());
-    h.update(bytes);
+fn put(h: &mut Vec<u8>, bytes: &[u8]) {
+    h.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    h.extend_from_slice(bytes);
 }
 
-/// Hash one entry's record into `h`.
+/// One entry's record (everything but its path).
 fn record(
-    h: &mut Sha256,
     dir: BorrowedFd<'_>,
     name: &OsStr,
     rel: &Path,
     path: &Path,
     crcs: Option<&CrcCache>,
-) -> Result<FileType> {
+) -> Result<(FileType, Vec<u8>)> {
     let flags =
         if name.is_empty() { AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW } else { AtFlags::SYMLINK_NOFOLLOW };
     let st =
         rustix::fs::statx(dir, name, flags, StatxFlags::BASIC_STATS).map_err(|e| Error::os(OP, e).with_path(path))?;
     let ft = FileType::from_raw_mode(u32::from(st.stx_mode));
-    put(h, rel.as_os_str().as_bytes());
-    h.update(u32::from(st.stx_mode).to_le_bytes());
-    h.update(st.stx_uid.to_le_bytes());
-    h.update(st.stx_gid.to_le_bytes());
+    let mut h = Vec::with_capacity(64);
+    h.extend_from_slice(&u32::from(st.stx_mode).to_le_bytes());
+    h.extend_from_slice(&st.stx_uid.to_le_bytes());
+    h.extend_from_slice(&st.stx_gid.to_le_bytes());
     match ft {
         FileType::RegularFile => {
-            h.update(st.stx_size.to_le_bytes());
+            h.extend_from_slice(&st.stx_size.to_le_bytes());
             let crc = match crcs.and_then(|c| c.get(rel)) {
                 Some(&crc) => crc,
                 None => crc_of_file(dir, name, path)?,
             };
-            h.update(crc.to_le_bytes());
+            h.extend_from_slice(&crc.to_le_bytes());
         }
         FileType::Symlink => {
             let target = rustix::fs::readlinkat(dir, name, Vec::new()).map_err(|e| Error::os(OP, e).with_path(path))?;
-            put(h, target.as_bytes());
+            put(&mut h, target.as_bytes());
         }
         FileType::CharacterDevice | FileType::BlockDevice => {
-            h.update(st.stx_rdev_major.to_le_bytes());
-            h.update(st.stx_rdev_minor.to_le_bytes());
+            h.extend_from_slice(&st.stx_rdev_major.to_le_bytes());
+            h.extend_from_slice(&st.stx_rdev_minor.to_le_bytes());
         }
         _ => {}
     }
     if ft != FileType::Directory {
-        h.update(st.stx_mtime.tv_sec.to_le_bytes());
-        h.update(st.stx_mtime.tv_nsec.to_le_bytes());
+        h.extend_from_slice(&st.stx_mtime.tv_sec.to_le_bytes());
+        h.extend_from_slice(&st.stx_mtime.tv_nsec.to_le_bytes());
     }
     let attrs = xattr::list(dir, name).map_err(|e| Error::os(OP, e).with_path(path))?;
-    for (k, v) in attrs.iter().filter(|(k, _)| k != b"security.selinux") {
-        put(h, k);
-        put(h, v);
+    for (k, v) in attrs.iter().filter(|(k, _)| !HOST_ASSIGNED.contains(&k.as_slice())) {
+        put(&mut h, k);
+        put(&mut h, v);
     }
-    h.update([0xff]);
-    Ok(ft)
+    Ok((ft, h))
 }
 
-/// The content digest (`sha256:<hex>`) of the tree at `root` (an fd of the layer directory). With `crcs`, file
-/// data is not read for paths it knows.
+/// Xattrs the host puts on files by itself, whatever the layer says.
+const HOST_ASSIGNED: [&[u8]; 3] = [b"security.selinux", b"security.ima", b"security.evm"];
+
+/// Directories waiting to be read, shared by the walkers, and how many are being read now.
+struct Queue {
+    pending: Vec<PathBuf>,
+    busy: usize,
+    failed: bool,
+}
+
+/// Record every entry of the directory `rel`; push its subdirectories onto the queue.
+fn walk_dir(
+    root: BorrowedFd<'_>,
+    root_path: &Path,
+    rel: &Path,
+    crcs: Option<&CrcCache>,
+    out: &mut Vec<(Vec<u8>, Vec<u8>)>,
+    subdirs: &mut Vec<PathBuf>,
+) -> Result<()> {
+    let path = root_path.join(rel);
+    let fd = open_dir(root, rel.as_os_str(), &path)?;
+    let mut dir = Dir::read_from(&fd).map_err(|e| Error::os(OP, e).with_path(&path))?;
+    while let Some(entry) = dir.read() {
+        let entry = entry.map_err(|e| Error::os(OP, e).with_path(&path))?;
+        let name = OsStr::from_bytes(entry.file_name().to_bytes());
+        if name == "." || name == ".." {
+            continue;
+        }
+        let child_rel = rel.join(name);
+        let (ft, rec) = record(fd.as_fd(), name, &child_rel, &root_path.join(&child_rel), crcs)?;
+        if ft == FileType::Directory {
+            subdirs.push(child_rel.clone());
+        }
+        out.push((child_rel.into_os_string().into_vec(), rec));
+    }
+    Ok(())
+}
+
+/// The content digest (`sha256:<hex>`) of the tree at `root` (an fd of the layer directory): sha256 over every
+/// entry's path and record, in bytewise path order. With `crcs`, file data is not read for paths it knows.
+///
+/// Two threads walk the tree (the order they meet entries in does not matter: records are sorted by path before
+/// hashing). Pending directories are kept as paths, opened beneath the root in their turn, so a wide tree cannot run
+/// the process out of descriptors.
 pub(crate) fn content_digest(root: BorrowedFd<'_>, root_path: &Path, crcs: Option<&CrcCache>) -> Result<String> {
+    let (_, root_record) = record(root, OsStr::new(""), Path::new(""), root_path, crcs)?;
+    let queue = Mutex::new(Queue { pending: vec![PathBuf::new()], busy: 0, failed: false });
+    let ready = Condvar::new();
+    let worker = || -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        loop {
+            let rel = {
+                let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    if q.failed {
+                        return Ok(out);
+                    }
+                    if let Some(rel) = q.pending.pop() {
+                        q.busy += 1;
+                        break rel;
+                    }
+                    if q.busy == 0 {
+                        return Ok(out);
+                    }
+                    q = ready.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            let mut subdirs = Vec::new();
+            let result = walk_dir(root, root_path, &rel, crcs, &mut out, &mut subdirs);
+            let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
+            q.busy -= 1;
+            q.failed |= result.is_err();
+            q.pending.extend(subdirs);
+            ready.notify_all();
+            drop(q);
+            result?;
+        }
+    };
+    let mut records = std::thread::scope(|s| {
+        let helper = s.spawn(worker);
+        let mine = worker();
+        let theirs = helper.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let (mut a, b) = (mine?, theirs?);
+        a.extend(b);
+        Ok::<_, Error>(a)
+    })?;
+    records.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut h = Sha256::new();
-    record(&mut h, root, OsStr::new(""), Path::new(""), root_path, crcs)?;
-    // Depth-first, names sorted bytewise at every level; an explicit stack bounds nothing but memory.
-    // Pending directories are kept as paths (opened beneath the root when their turn comes), not as fds, so a wide
-    // tree cannot run the process out of descriptors.
-    let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let path = root_path.join(&rel);
-        let fd = open_dir(root, rel.as_os_str(), &path)?;
-        let mut names: Vec<OsString> = Vec::new();
-        let mut dir = Dir::read_from(&fd).map_err(|e| Error::os(OP, e).with_path(&path))?;
-        while let Some(entry) = dir.read() {
-            let entry = entry.map_err(|e| Error::os(OP, e).with_path(&path))?;
-            let name = OsStr::from_bytes(entry.file_name().to_bytes());
-            if name != "." && name != ".." {
-                names.push(name.to_os_string());
-            }
-        }
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        let mut subdirs = Vec::new();
-        for name in &names {
-            let child_rel = rel.join(name);
-            let child_path = root_path.join(&child_rel);
-            if record(&mut h, fd.as_fd(), name, &child_rel, &child_path, crcs)? == FileType::Directory {
-                subdirs.push(child_rel);
-            }
-        }
-        // Reverse so the smallest name is visited first: the order is fixed either way.
-        stack.extend(subdirs.into_iter().rev());
+    let mut buf = Vec::new();
+    put(&mut buf, b"");
+    h.update(&buf);
+    h.update(&root_record);
+    for (path, rec) in &records {
+        buf.clear();
+        put(&mut buf, path);
+        put(&mut buf, rec);
+        h.update(&buf);
     }
     let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
     Ok(format!("sha256:{hex}"))

@@ -102,6 +102,7 @@ pub(crate) struct Extractor<'a> {
     root_opaque: bool,
     euid: u32,
     egid: u32,
+    umask: u32,
     buf: Vec<u8>,
     pub crcs: CrcCache,
     pub stats: ApplyStats,
@@ -142,6 +143,7 @@ impl<'a> Extractor<'a> {
             root_opaque: false,
             euid: rustix::process::geteuid().as_raw(),
             egid: rustix::process::getegid().as_raw(),
+            umask: current_umask(),
             buf: vec![0u8; 256 * 1024],
             crcs: CrcCache::new(),
             stats: ApplyStats::default(),
@@ -558,16 +560,13 @@ impl<'a> Extractor<'a> {
 
     fn meta<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, name: &Path) -> Result<Meta> {
         let h = entry.header();
-        let mode = h
-            .mode()
-            .map_err(|e| Error::io(OP, &e).with_path(name).with_kind(ErrorKind::InvalidLayer(LayerProblem::Corrupt)))?
-            & 0o7777;
-        let uid = h
-            .uid()
-            .map_err(|e| Error::io(OP, &e).with_path(name).with_kind(ErrorKind::InvalidLayer(LayerProblem::Corrupt)))?;
-        let gid = h
-            .gid()
-            .map_err(|e| Error::io(OP, &e).with_path(name).with_kind(ErrorKind::InvalidLayer(LayerProblem::Corrupt)))?;
+        let bad = |e: std::io::Error| corrupt(&e, name);
+        let mode = h.mode().map_err(bad)? & 0o7777;
+        // An owner field left empty (all NULs or spaces, as some writers leave it) means 0, as it does for tar(1).
+        let blank = |field: &[u8]| field.iter().all(|&b| b == 0 || b == b' ');
+        let old = h.as_old();
+        let uid = if blank(&old.uid) { 0 } else { h.uid().map_err(bad)? };
+        let gid = if blank(&old.gid) { 0 } else { h.gid().map_err(bad)? };
         let mut mtime = (h.mtime().unwrap_or(0) as i64, 0u32);
         let (uid, gid) = self.ids(uid, gid, name)?;
         let mut xattrs = Vec::new();
@@ -595,14 +594,18 @@ impl<'a> Extractor<'a> {
     fn file<R: Read>(&mut self, parent: &Path, name: &OsStr, meta: &Meta, data: &mut R) -> Result<()> {
         let rel = parent.join(name);
         let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        // Created with its final permission bits (a new file's fd is writable whatever they say); a chmod is needed
+        // only when the umask took bits away, for set-id and sticky bits, or after a chown (which clears set-id).
+        let create_mode = Mode::from_raw_mode(meta.mode & 0o777);
+        let chown = (meta.uid, meta.gid) != (self.euid, self.egid);
+        let chmod = chown || meta.mode & 0o7000 != 0 || meta.mode & self.umask != 0;
         let fd = self.dir_fd(parent)?;
-        let fd = match rustix::fs::openat(&*fd, name, flags, Mode::from_raw_mode(0o600)) {
+        let fd = match rustix::fs::openat(&*fd, name, flags, create_mode) {
             Ok(f) => f,
             Err(Errno::EXIST) => {
                 self.clear(parent, name)?;
                 let fd = self.dir_fd(parent)?;
-                rustix::fs::openat(&*fd, name, flags, Mode::from_raw_mode(0o600))
-                    .map_err(|e| os(e, &self.full(&rel)))?
+                rustix::fs::openat(&*fd, name, flags, create_mode).map_err(|e| os(e, &self.full(&rel)))?
             }
             Err(e) => return Err(os(e, &self.full(&rel))),
         };
@@ -619,16 +622,14 @@ impl<'a> Extractor<'a> {
             file.write_all(&self.buf[..n]).map_err(|e| Error::io(OP, &e).with_path(self.full(&rel)))?;
             self.stats.bytes += n as u64;
         }
-        if (meta.uid, meta.gid) != (self.euid, self.egid) {
-            rustix::fs::fchown(
-                &file,
-                Some(rustix::fs::Uid::from_raw(meta.uid)),
-                Some(rustix::fs::Gid::from_raw(meta.gid)),
-            )
-            .map_err(|e| os(e, &self.full(&rel)))?;
+        if chown {
+            let (u, g) = (rustix::fs::Uid::from_raw(meta.uid), rustix::fs::Gid::from_raw(meta.gid));
+            rustix::fs::fchown(&file, Some(u), Some(g)).map_err(|e| os(e, &self.full(&rel)))?;
         }
-        // After chown, which clears set-id bits and file capabilities.
-        rustix::fs::fchmod(&file, Mode::from_raw_mode(meta.mode)).map_err(|e| os(e, &self.full(&rel)))?;
+        if chmod {
+            // After chown, which clears set-id bits and file capabilities.
+            rustix::fs::fchmod(&file, Mode::from_raw_mode(meta.mode)).map_err(|e| os(e, &self.full(&rel)))?;
+        }
         for (k, v) in &meta.xattrs {
             rustix::fs::fsetxattr(&file, OsStr::from_bytes(k), v, rustix::fs::XattrFlags::empty())
                 .map_err(|e| os(e, &self.full(&rel)).with_detail("set xattr"))?;
@@ -812,6 +813,17 @@ impl<'a> Extractor<'a> {
         }
         Ok(())
     }
+}
+
+/// The process's umask, read without changing it (`umask(2)` can only set it, and setting it, even briefly, would
+/// race with other threads creating files). Assumes the most restrictive mask if it cannot be read, which only costs
+/// a `chmod` per file.
+fn current_umask() -> u32 {
+    std::fs::read_to_string("/proc/thread-self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_string())))
+        .and_then(|v| u32::from_str_radix(&v, 8).ok())
+        .unwrap_or(0o777)
 }
 
 fn corrupt(e: &std::io::Error, rel: &Path) -> Error {

@@ -347,9 +347,8 @@ pub fn apply(reader: impl Read + Send, dest: impl AsRef<Path>, opts: &ApplyOptio
     .map_err(|e| Error::os(OP, e).with_path(&staging.path))?;
 
     let (summary, crcs, stats) = std::thread::scope(|s| -> Result<_> {
-        let (tx, rx) = stream::channel();
-        let pump = s.spawn(move || stream::pump(reader, tx));
-        let mut chunks = stream::ChunkReader::new(rx);
+        let ((tx, recycled), mut chunks) = stream::channel();
+        let pump = s.spawn(move || stream::pump(reader, tx, recycled));
         let extracted = (|| -> Result<_> {
             let corrupt = |e: std::io::Error| {
                 Error::io(OP, &e).with_path(dest).with_kind(ErrorKind::InvalidLayer(LayerProblem::Corrupt))

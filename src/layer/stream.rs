@@ -43,7 +43,7 @@ pub(crate) struct StreamSummary {
 
 /// Read `source` to the end, decompressing and hashing, and send the uncompressed bytes in chunks. Stops early (and
 /// quietly) if the receiving side hangs up.
-pub(crate) fn pump(source: impl Read, tx: SyncSender<Chunk>) -> io::Result<StreamSummary> {
+pub(crate) fn pump(source: impl Read, tx: SyncSender<Chunk>, recycled: Receiver<Vec<u8>>) -> io::Result<StreamSummary> {
     let mut buffered = BufReader::with_capacity(CHUNK, source);
     let compression = detect(buffered.fill_buf()?);
     let mut inner: Box<dyn Read> = match compression {
@@ -54,7 +54,9 @@ pub(crate) fn pump(source: impl Read, tx: SyncSender<Chunk>) -> io::Result<Strea
     let mut hasher = Sha256::new();
     let mut length = 0u64;
     loop {
-        let mut chunk = vec![0u8; CHUNK];
+        // Reuse a buffer the reader is done with: only a short last chunk's tail ever needs zeroing.
+        let mut chunk = recycled.try_recv().unwrap_or_default();
+        chunk.resize(CHUNK, 0);
         let mut filled = 0;
         while filled < CHUNK {
             match inner.read(&mut chunk[filled..]) {
@@ -86,16 +88,17 @@ pub(crate) fn pump(source: impl Read, tx: SyncSender<Chunk>) -> io::Result<Strea
 /// One piece of the uncompressed stream, or the error that ended it.
 pub(crate) type Chunk = io::Result<Vec<u8>>;
 
-/// The receiving end, as a `Read`.
+/// The receiving end, as a `Read`; spent buffers go back to the pump.
 pub(crate) struct ChunkReader {
     rx: Receiver<Chunk>,
+    recycle: SyncSender<Vec<u8>>,
     chunk: Vec<u8>,
     pos: usize,
 }
 
 impl ChunkReader {
-    pub fn new(rx: Receiver<Chunk>) -> Self {
-        Self { rx, chunk: Vec::new(), pos: 0 }
+    pub fn new(rx: Receiver<Chunk>, recycle: SyncSender<Vec<u8>>) -> Self {
+        Self { rx, recycle, chunk: Vec::new(), pos: 0 }
     }
 
     /// Consume whatever is left (the tar end blocks and padding), so the pump hashes the whole stream.
@@ -112,7 +115,10 @@ impl Read for ChunkReader {
         while self.pos == self.chunk.len() {
             match self.rx.recv() {
                 Ok(chunk) => {
-                    self.chunk = chunk?;
+                    let spent = std::mem::replace(&mut self.chunk, chunk?);
+                    if spent.capacity() > 0 {
+                        let _ = self.recycle.try_send(spent);
+                    }
                     self.pos = 0;
                 }
                 Err(_) => return Ok(0),
@@ -125,9 +131,11 @@ impl Read for ChunkReader {
     }
 }
 
-/// A channel sized for a few chunks in flight.
-pub(crate) fn channel() -> (SyncSender<Chunk>, Receiver<Chunk>) {
-    sync_channel(4)
+/// The pump's two ends: chunks out, spent buffers back. Sized for a few chunks in flight.
+pub(crate) fn channel() -> ((SyncSender<Chunk>, Receiver<Vec<u8>>), ChunkReader) {
+    let (tx, rx) = sync_channel(4);
+    let (recycle, recycled) = sync_channel(8);
+    ((tx, recycled), ChunkReader::new(rx, recycle))
 }
 
 #[cfg(test)]
@@ -151,10 +159,10 @@ mod tests {
         let zst = zstd::encode_all(&data[..], 1).unwrap();
         let want: String = Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect();
         for blob in [data.clone(), compressed, zst] {
-            let (tx, rx) = channel();
-            let h = std::thread::spawn(move || pump(&blob[..], tx).unwrap());
+            let ((tx, recycled), mut reader) = channel();
+            let h = std::thread::spawn(move || pump(&blob[..], tx, recycled).unwrap());
             let mut out = Vec::new();
-            ChunkReader::new(rx).read_to_end(&mut out).unwrap();
+            reader.read_to_end(&mut out).unwrap();
             let s = h.join().unwrap();
             assert_eq!(out, data);
             assert_eq!(s.sha256_hex, want);

@@ -1,14 +1,18 @@
 //! Extended attributes of a name inside a directory fd, without following a symlink at the name.
 //!
-//! The `*at` xattr syscalls are new (6.13); this goes through `/proc/thread-self/fd/N/NAME` with the `l*xattr`
-//! calls, which resolve the directory through its fd (no path from `/`) and never follow the last component.
+//! Reading uses `listxattrat`/`getxattrat` (Linux 6.13) when the kernel has them, and otherwise goes through
+//! `/proc/thread-self/fd/N/NAME` with the `l*xattr` calls, which resolve the directory through its fd (no path from
+//! `/`) and never follow the last component. Writing always takes the second way (it is rare).
 
-use std::ffi::OsStr;
+use std::ffi::{CString, OsStr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::io::Errno;
+
+use crate::sys;
 
 fn proc_path(dir: BorrowedFd<'_>, name: &OsStr) -> PathBuf {
     let mut p = PathBuf::from(format!("/proc/thread-self/fd/{}", dir.as_raw_fd()));
@@ -18,8 +22,51 @@ fn proc_path(dir: BorrowedFd<'_>, name: &OsStr) -> PathBuf {
     p
 }
 
+static NO_XATTRAT: AtomicBool = AtomicBool::new(false);
+
+/// `*xattrat` flags for `name`: the directory itself when `name` is empty, never following a symlink at `name`.
+fn at_flags(name: &OsStr) -> u32 {
+    const AT_SYMLINK_NOFOLLOW: u32 = 0x100;
+    if name.is_empty() { AT_SYMLINK_NOFOLLOW | sys::AT_EMPTY_PATH } else { AT_SYMLINK_NOFOLLOW }
+}
+
+/// Grow `buf` and retry while the kernel says ERANGE.
+fn sized(mut call: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>) -> rustix::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        match call(&mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(Errno::RANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn list_at(dir: BorrowedFd<'_>, name: &OsStr) -> rustix::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let path = CString::new(name.as_bytes()).map_err(|_| Errno::INVAL)?;
+    let flags = at_flags(name);
+    let names = sized(|b| sys::listxattrat(dir, &path, flags, b))?;
+    let mut out = Vec::new();
+    for key in names.split(|&b| b == 0).filter(|k| !k.is_empty()) {
+        let ckey = CString::new(key).map_err(|_| Errno::INVAL)?;
+        out.push((key.to_vec(), sized(|b| sys::getxattrat(dir, &path, flags, &ckey, b))?));
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Every xattr of `name` in `dir` (or of `dir` itself when `name` is empty), sorted by name.
 pub(crate) fn list(dir: BorrowedFd<'_>, name: &OsStr) -> rustix::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    if !NO_XATTRAT.load(Ordering::Relaxed) {
+        match list_at(dir, name) {
+            Err(Errno::NOSYS) => NO_XATTRAT.store(true, Ordering::Relaxed),
+            Err(Errno::NOTSUP) => return Ok(Vec::new()),
+            other => return other,
+        }
+    }
     let path = proc_path(dir, name);
     let mut names = vec![0u8; 4096];
     let n = loop {
