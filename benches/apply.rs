@@ -62,10 +62,10 @@ fn make_layers(dir: &Path) -> [(String, PathBuf); 2] {
     [("20k-small-files".to_string(), small), ("3x100MiB".to_string(), big)]
 }
 
-/// Time `run(dest)` into a fresh destination each iteration. Outputs are kept until `cleanup`: deleting tens of
-/// thousands of inodes between iterations makes ext4's inode allocator slow (it skips recently deleted inodes),
-/// which would measure the allocator, not the tool.
-fn timed(target: &Path, iters: u64, mut run: impl FnMut(&Path)) -> Duration {
+/// Time `run(dest)` into a fresh destination each iteration. On ext4 (`keep`) outputs stay until the filesystem
+/// goes: deleting tens of thousands of inodes between iterations makes ext4's inode allocator slow (it skips
+/// recently deleted inodes), which would measure the allocator, not the tool. On tmpfs they are removed, untimed.
+fn timed(target: &Path, iters: u64, keep: bool, mut run: impl FnMut(&Path)) -> Duration {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut total = Duration::ZERO;
     for _ in 0..iters {
@@ -73,6 +73,10 @@ fn timed(target: &Path, iters: u64, mut run: impl FnMut(&Path)) -> Duration {
         let start = Instant::now();
         run(&dest);
         total += start.elapsed();
+        if !keep {
+            remove_all(&dest).unwrap();
+            let _ = fs::remove_file(layermount::marker_path(&dest));
+        }
     }
     total
 }
@@ -131,17 +135,17 @@ fn bench(c: &mut Criterion, scratch: &Path) {
         fs::create_dir(&tmp).unwrap();
         g.bench_function(BenchmarkId::new("layermount/tmpfs/sync-none", name), |b| {
             b.iter_custom(|n| {
-                timed(&tmp, n, |d| {
+                timed(&tmp, n, false, |d| {
                     drop(apply(fs::File::open(tarball).unwrap(), d, &ApplyOptions::new().sync(SyncMode::None)).unwrap())
                 })
             })
         });
         g.bench_function(BenchmarkId::new("gnu-tar-x/tmpfs", name), |b| {
-            b.iter_custom(|n| timed(&tmp, n, |d| tar_x(tarball, d)))
+            b.iter_custom(|n| timed(&tmp, n, false, |d| tar_x(tarball, d)))
         });
         g.bench_function(BenchmarkId::new("gnu-tar-x+sha256sum/tmpfs", name), |b| {
             b.iter_custom(|n| {
-                timed(&tmp, n, |d| {
+                timed(&tmp, n, false, |d| {
                     tar_x(tarball, d);
                     assert!(Command::new("sha256sum").arg(tarball).output().unwrap().status.success());
                 })
@@ -159,7 +163,7 @@ fn bench(c: &mut Criterion, scratch: &Path) {
             let fs = Ext4::new(&ram.join("ext4"), &disk_parent.join("image"));
             g.bench_function(BenchmarkId::new(format!("layermount/ext4/sync-{mode:?}").to_lowercase(), name), |b| {
                 b.iter_custom(|n| {
-                    timed(&fs.at, n, |d| {
+                    timed(&fs.at, n, true, |d| {
                         drop(apply(fs::File::open(tarball).unwrap(), d, &ApplyOptions::new().sync(*mode)).unwrap())
                     })
                 })
@@ -167,13 +171,13 @@ fn bench(c: &mut Criterion, scratch: &Path) {
         }
         let fs = Ext4::new(&ram.join("ext4"), &disk_parent.join("image"));
         g.bench_function(BenchmarkId::new("gnu-tar-x/ext4", name), |b| {
-            b.iter_custom(|n| timed(&fs.at, n, |d| tar_x(tarball, d)))
+            b.iter_custom(|n| timed(&fs.at, n, true, |d| tar_x(tarball, d)))
         });
         drop(fs);
         let fs = Ext4::new(&ram.join("ext4"), &disk_parent.join("image"));
         g.bench_function(BenchmarkId::new("gnu-tar-x+sync/ext4", name), |b| {
             b.iter_custom(|n| {
-                timed(&fs.at, n, |d| {
+                timed(&fs.at, n, true, |d| {
                     tar_x(tarball, d);
                     rustix::fs::syncfs(fs::File::open(d).unwrap()).unwrap();
                 })

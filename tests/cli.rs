@@ -185,3 +185,73 @@ fn mount_and_umount_failures_exit_1_with_one_line() {
         assert!(!scratch.join("t").exists());
     });
 }
+
+#[test]
+fn apply_verify_recover_from_the_command_line() {
+    common::privileged("apply_verify_recover_from_the_command_line", |scratch| {
+        use common::archive::{E, tar_of};
+        let store = scratch.join("store");
+        fs::create_dir(&store).unwrap();
+        let base_tar = scratch.join("base.tar");
+        fs::write(&base_tar, tar_of(&[E::Dir("etc"), E::File("etc/motd", "hi"), E::File("gone", "g")])).unwrap();
+        let top_tar = scratch.join("top.tar");
+        fs::write(&top_tar, tar_of(&[E::File(".wh.gone", ""), E::File("etc/new", "n")])).unwrap();
+        let p = |x: &std::path::Path| x.display().to_string();
+
+        let o = layermount(&["apply", "--sync", "none", &p(&base_tar), &p(&store.join("base"))]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let diff_id = String::from_utf8(o.stdout).unwrap().trim().to_string();
+        assert!(diff_id.starts_with("sha256:") && diff_id.len() == 71, "{diff_id}");
+        // --digest checked; --parent used for whiteouts.
+        let o = layermount(&[
+            "apply",
+            "--whiteouts",
+            "overlay",
+            "--parent",
+            &p(&store.join("base")),
+            &p(&top_tar),
+            &p(&store.join("top")),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(fs::symlink_metadata(store.join("top/gone")).is_ok(), "whiteout made");
+        let o = layermount(&["verify", &p(&store.join("base"))]);
+        assert_eq!(String::from_utf8(o.stdout).unwrap(), format!("ok {diff_id}\n"));
+
+        // Failures: one line, exit 1; nothing committed.
+        let wrong = format!("sha256:{}", "1".repeat(64));
+        let o = layermount(&["apply", "--digest", &wrong, &p(&base_tar), &p(&store.join("bad"))]);
+        assert_eq!(o.status.code(), Some(1));
+        assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+        assert!(stderr(&o).contains("diff_id does not match"), "{}", stderr(&o));
+        assert!(!store.join("bad").exists());
+        let o = layermount(&["apply", &p(&base_tar), &p(&store.join("base"))]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("destination already exists"), "{}", stderr(&o));
+        fs::write(store.join("base/etc/motd"), "changed").unwrap();
+        let o = layermount(&["verify", &p(&store.join("base"))]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("content does not match"), "{}", stderr(&o));
+        // From standard input.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_layermount"))
+            .args(["apply", "--sync", "none", "-", &p(&store.join("stdin"))])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), &fs::read(&base_tar).unwrap()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), diff_id);
+
+        // recover: exit 0 when clean, 1 with an incomplete layer listed.
+        assert_eq!(layermount(&["recover", &p(&store)]).status.code(), Some(0));
+        fs::create_dir(store.join("half")).unwrap();
+        fs::create_dir(store.join(".x.partial-1-1")).unwrap();
+        let o = layermount(&["recover", &p(&store)]);
+        assert_eq!(o.status.code(), Some(1));
+        let out = String::from_utf8(o.stdout).unwrap();
+        assert!(out.contains("removed ") && out.contains("incomplete ") && out.contains("half"), "{out}");
+        // Usage errors.
+        assert_eq!(layermount(&["apply", "--whiteouts", "aufs", "x", "y"]).status.code(), Some(2));
+        assert_eq!(layermount(&["apply", "--sync", "sometimes", "x", "y"]).status.code(), Some(2));
+    });
+}
