@@ -29,6 +29,20 @@ fn all_inside(layer: &Path) {
     }
 }
 
+/// Put the sentinel's absolute path where an entry says "{S}".
+fn with_sentinel(entries: &[E], abs: &str) -> Vec<E> {
+    let fill = |t: &str| -> &'static str { Box::leak(t.replace("{S}", abs).into_boxed_str()) };
+    entries
+        .iter()
+        .map(|e| match e {
+            E::Symlink(n, t) => E::Symlink(n, fill(t)),
+            E::Hardlink(n, t) => E::Hardlink(n, fill(t)),
+            E::File(n, d) => E::File(fill(n), d),
+            other => other.clone(),
+        })
+        .collect()
+}
+
 enum Want {
     /// Applies; these paths (in the layer) must hold these contents.
     Contained(&'static [(&'static str, &'static str)]),
@@ -41,19 +55,7 @@ fn case(name: &str, base: &[E], top: &[E], want: Want) {
     privileged(&format!("breakout/{name}"), move |scratch| {
         let sentinel = sentinel(scratch);
         let abs = sentinel.display().to_string();
-        // Entries may name the sentinel's absolute path through "{S}".
-        let fix = |es: &[E]| -> Vec<u8> {
-            let es: Vec<E> = es
-                .iter()
-                .map(|e| match e {
-                    E::Symlink(n, t) => E::Symlink(n, Box::leak(t.replace("{S}", &abs).into_boxed_str())),
-                    E::Hardlink(n, t) => E::Hardlink(n, Box::leak(t.replace("{S}", &abs).into_boxed_str())),
-                    E::File(n, d) => E::File(Box::leak(n.replace("{S}", &abs).into_boxed_str()), d),
-                    other => other.clone(),
-                })
-                .collect();
-            tar_of(&es)
-        };
+        let fix = |es: &[E]| tar_of(&with_sentinel(es, &abs));
         let before: BTreeMap<String, String> = tree(&sentinel);
         let store = scratch.join("store");
         fs::create_dir(&store).unwrap();
@@ -204,14 +206,7 @@ proptest! {
         privileged("random_hostile_archives_stay_inside", move |scratch| {
             let sentinel = sentinel(scratch);
             let abs = sentinel.display().to_string();
-            let fixed: Vec<E> = entries
-                .iter()
-                .map(|e| match e {
-                    Symlink(n, t) => Symlink(n, Box::leak(t.replace("{S}", &abs).into_boxed_str())),
-                    Hardlink(n, t) => Hardlink(n, Box::leak(t.replace("{S}", &abs).into_boxed_str())),
-                    other => other.clone(),
-                })
-                .collect();
+            let fixed = with_sentinel(&entries, &abs);
             let before = tree(&sentinel);
             let dest = scratch.join("layer");
             if apply(&tar_of(&fixed)[..], &dest, &ApplyOptions::new().sync(SyncMode::None)).is_ok() {

@@ -6,20 +6,6 @@
 //! syncs, renames the staging directory to `<name>` (which must not exist before) and writes the commit marker
 //! `<name>.commit` last, then syncs the parent directory. A layer without its marker is not committed, whatever its
 //! directory holds.
-//!
-//! Choices on hostile input (each tested):
-//! * a name with a `..` component, or a hardlink target with one: refused ([`ErrorKind::Breakout`]);
-//! * an absolute name (`/etc/passwd`): contained (`etc/passwd` in the layer);
-//! * a symlink in a path (of this layer or a lower one): followed *inside the image*, `/` being the layer root, so
-//!   `lib/x` with `lib -> /usr/lib` lands at `usr/lib/x`, as the merged view will show it; nothing is ever
-//!   resolved outside the layer directory;
-//! * `*.overlay.*` xattrs in the archive: dropped (counted in [`ApplyStats::dropped_xattrs`]); overlay metadata is
-//!   only ever written by layermount itself, in the namespace of the chosen [`WhiteoutMode`];
-//! * a character device 0/0 (overlay's own whiteout): refused outside [`WhiteoutMode::Oci`];
-//! * `.wh.` without a name, `.wh..`, `.wh...`: refused ([`LayerProblem::BadWhiteout`]); other `.wh..wh.*` names
-//!   (aufs bookkeeping) are skipped;
-//! * a root-level opaque marker, which overlay ignores on a layer's root, becomes explicit whiteouts of every name
-//!   the lower layers ([`ApplyOptions::parent`]) show at the root.
 
 mod digest;
 mod extract;
@@ -301,7 +287,26 @@ fn valid_digest(d: &str) -> bool {
 }
 
 /// Apply the layer read from `reader` (tar, tar+gzip or tar+zstd, detected by magic bytes) into the new directory
-/// `dest`, which must not exist, and commit it. See the [module documentation](self) for the safety rules.
+/// `dest`, which must not exist, and commit it.
+///
+/// No mount is used. The layer is written into a sibling staging directory `.<name>.partial-<pid>-<n>`; the diff_id
+/// (sha256 of the uncompressed stream) is computed on the way and compared with [`ApplyOptions::expected_diff_id`];
+/// the data is synced ([`SyncMode`]); the staging directory is renamed to `dest`; the commit marker
+/// ([`marker_path`]) is written last and the parent directory synced. A layer without its marker is not committed.
+///
+/// Choices on hostile input (each tested):
+/// * a name with a `..` component, or a hardlink target with one: refused ([`ErrorKind::Breakout`]);
+/// * an absolute name (`/etc/passwd`): contained (`etc/passwd` in the layer);
+/// * a symlink in a path (of this layer or a lower one): followed *inside the image*, `/` being the layer root, so
+///   `lib/x` with `lib -> /usr/lib` lands at `usr/lib/x`, as the merged view will show it; nothing is ever
+///   resolved outside the layer directory;
+/// * `*.overlay.*` xattrs in the archive: dropped (counted in [`ApplyStats::dropped_xattrs`]); overlay metadata is
+///   only ever written by layermount itself, in the namespace of the chosen [`WhiteoutMode`];
+/// * a character device 0/0 (overlay's own whiteout): refused outside [`WhiteoutMode::Oci`];
+/// * `.wh.` without a name, `.wh..`, `.wh...`: refused ([`LayerProblem::BadWhiteout`]); other `.wh..wh.*` names
+///   (aufs bookkeeping) are skipped;
+/// * a root-level opaque marker, which overlay ignores on a layer's root, becomes explicit whiteouts of every name
+///   the lower layers ([`ApplyOptions::parent`]) show at the root.
 ///
 /// On any error nothing is left behind: the staging directory is removed and `dest` never appears.
 ///
