@@ -47,6 +47,11 @@ mod sys;
 mod tree;
 mod userns;
 
+/// The README's example, compiled as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// The integration tests' helpers (private mount namespace, leak check), shared with unit tests.
 #[cfg(test)]
 extern crate self as layermount;

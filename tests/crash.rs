@@ -38,7 +38,9 @@ fn killed_apply_never_commits_an_incomplete_layer() {
         let store = scratch.join("store");
         fs::create_dir(&store).unwrap();
         let bin = env!("CARGO_BIN_EXE_layermount");
-        let run = |dest: &Path| Command::new(bin).arg("apply").arg(&blob).arg(dest).spawn().unwrap();
+        let run = |dest: &Path| {
+            Command::new(bin).arg("apply").arg(&blob).arg(dest).stdout(std::process::Stdio::null()).spawn().unwrap()
+        };
 
         let start = Instant::now();
         assert!(run(&store.join("reference")).wait().unwrap().success());
