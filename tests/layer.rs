@@ -433,3 +433,60 @@ fn oci_mode_keeps_whiteout_files() {
         assert_eq!(tree(&dest), expect(&[(".wh.a", "f:"), ("d", "d"), ("d/.wh..wh..opq", "f:")]));
     });
 }
+
+#[test]
+fn setgid_store_and_directories_met_again() {
+    privileged("setgid_store_and_directories_met_again", |scratch| {
+        let store = scratch.join("store");
+        fs::create_dir(&store).unwrap();
+        common::chown(&store, 0, 1234);
+        fs::set_permissions(&store, fs::Permissions::from_mode(0o2775)).unwrap();
+        let mut t = Tar::new();
+        t.add_with(&E::Dir("etc"), &Opt { uid: 5, gid: 6, mode: 0o700, ..Opt::default() });
+        apply(&t.finish()[..], store.join("base"), &opts(WhiteoutMode::Overlay)).unwrap();
+        // etc/x makes etc from the lower layer (owner 5:6); the explicit etc/ entry after it takes its owner back.
+        let mut t = Tar::new();
+        t.add(&E::File("etc/x", "x"));
+        t.add_with(&E::Dir("etc"), &Opt { uid: 0, gid: 0, mode: 0o755, ..Opt::default() });
+        t.add(&E::File("top-file", "t"));
+        let top = store.join("top");
+        apply(&t.finish()[..], &top, &opts(WhiteoutMode::Overlay).parent(store.join("base"))).unwrap();
+        for p in ["", "etc", "etc/x", "top-file"] {
+            let m = fs::metadata(top.join(p)).unwrap();
+            assert_eq!((m.uid(), m.gid()), (0, 0), "{p:?}: the store's setgid group must not leak in");
+            assert_eq!(m.mode() & 0o2000, 0, "{p:?}: no inherited set-gid bit");
+        }
+        assert_eq!(fs::metadata(top.join("etc")).unwrap().mode() & 0o7777, 0o755);
+        verify(&top).unwrap();
+        verify(store.join("base")).unwrap();
+    });
+}
+
+#[test]
+fn data_only_layers_stay_out_of_the_merged_view() {
+    for level in [
+        layermount::OverlayLevel::DetachedLayers,
+        layermount::OverlayLevel::LowerdirStrings,
+        layermount::OverlayLevel::Legacy,
+    ] {
+        privileged(&format!("data_only_layers_stay_out_of_the_merged_view/{level}"), move |scratch| {
+            let store = scratch.join("store");
+            fs::create_dir(&store).unwrap();
+            let o = opts(WhiteoutMode::Overlay);
+            apply(&tar_of(&[E::File("seen", "s")])[..], store.join("l1"), &o).unwrap();
+            apply(&tar_of(&[E::File("also-seen", "a")])[..], store.join("l2"), &o).unwrap();
+            apply(&tar_of(&[E::File("data-blob", "d")])[..], store.join("data"), &o).unwrap();
+            let mnt = scratch.join("mnt");
+            let guard = Overlay::new()
+                .lower(store.join("l2"))
+                .lower(store.join("l1"))
+                .data_layer(store.join("data"))
+                .strategy(level)
+                .staging_dir(scratch)
+                .mount_at(&mnt)
+                .unwrap();
+            assert_eq!(tree(&mnt), expect(&[("seen", "f:s"), ("also-seen", "f:a")]), "{level}");
+            guard.unmount().unwrap();
+        });
+    }
+}

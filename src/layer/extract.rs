@@ -320,10 +320,11 @@ impl<'a> Extractor<'a> {
     }
 
     /// Owner and xattrs of `name` in `parent` (no symlink followed), then its mtime.
-    fn finish_node(&mut self, parent: &Path, name: &OsStr, meta: &Meta, times: bool) -> Result<()> {
+    /// `existed`: the node was there before (a directory met again), so its owner may be anything.
+    fn finish_node(&mut self, parent: &Path, name: &OsStr, meta: &Meta, times: bool, existed: bool) -> Result<()> {
         let rel = parent.join(name);
         let fd = self.dir_fd(parent)?;
-        if (meta.uid, meta.gid) != (self.euid, self.egid) {
+        if existed || (meta.uid, meta.gid) != (self.euid, self.egid) {
             rustix::fs::chownat(
                 &*fd,
                 name,
@@ -355,19 +356,21 @@ impl<'a> Extractor<'a> {
         let rel = parent.join(name);
         let was_whiteout = self.whiteouts.contains(&rel);
         let fd = self.dir_fd(parent)?;
-        match rustix::fs::mkdirat(&*fd, name, Mode::RWXU) {
-            Ok(()) => {}
+        let existed = match rustix::fs::mkdirat(&*fd, name, Mode::RWXU) {
+            Ok(()) => false,
             Err(Errno::EXIST) => match self.here(parent, name)? {
-                Here::Dir => {}
+                // An existing directory keeps its children and takes the entry's attributes (owner included).
+                Here::Dir => true,
                 _ => {
                     self.clear(parent, name)?;
                     let fd = self.dir_fd(parent)?;
                     rustix::fs::mkdirat(&*fd, name, Mode::RWXU).map_err(|e| os(e, &self.full(&rel)))?;
+                    false
                 }
             },
             Err(e) => return Err(os(e, &self.full(&rel))),
-        }
-        self.finish_node(parent, name, meta, false)?;
+        };
+        self.finish_node(parent, name, meta, false, existed)?;
         let mtime = (explicit || meta.mtime != (0, 0)).then_some(meta.mtime);
         self.dir_meta.insert(rel.clone(), DirMeta { mode: meta.mode, mtime });
         self.whiteouts.remove(&rel);
@@ -476,7 +479,7 @@ impl<'a> Extractor<'a> {
         rustix::fs::mknodat(&*fd, name, FileType::CharacterDevice, Mode::empty(), rustix::fs::makedev(0, 0))
             .map_err(|e| os(e, &self.full(&rel)).with_detail("make whiteout"))?;
         let node_meta = Meta { xattrs: Vec::new(), ..meta.clone() };
-        self.finish_node(parent, name, &node_meta, true)?;
+        self.finish_node(parent, name, &node_meta, true, false)?;
         self.whiteouts.insert(rel);
         self.stats.whiteouts += 1;
         Ok(())
@@ -497,11 +500,10 @@ impl<'a> Extractor<'a> {
             // The layer root itself ("./"): only a directory can describe it.
             if kind.is_dir() {
                 self.dir_meta.insert(PathBuf::new(), DirMeta { mode: meta.mode, mtime: Some(meta.mtime) });
-                if (meta.uid, meta.gid) != (self.euid, self.egid) {
-                    let (u, g) = (rustix::fs::Uid::from_raw(meta.uid), rustix::fs::Gid::from_raw(meta.gid));
-                    rustix::fs::chownat(&self.root, "", Some(u), Some(g), AtFlags::EMPTY_PATH)
-                        .map_err(|e| os(e, &self.root_path))?;
-                }
+                // Always: the staging root may have inherited a setgid directory's group.
+                let (u, g) = (rustix::fs::Uid::from_raw(meta.uid), rustix::fs::Gid::from_raw(meta.gid));
+                rustix::fs::chownat(&self.root, "", Some(u), Some(g), AtFlags::EMPTY_PATH)
+                    .map_err(|e| os(e, &self.root_path))?;
                 return Ok(());
             }
             return Err(layer_error(LayerProblem::UnsupportedEntry, &name_path)
@@ -531,7 +533,7 @@ impl<'a> Extractor<'a> {
                 let fd = self.dir_fd(&parent)?;
                 rustix::fs::symlinkat(OsStr::from_bytes(&target), &*fd, leaf)
                     .map_err(|e| os(e, &self.full(&parent.join(leaf))))?;
-                self.finish_node(&parent, leaf, &meta, true)?;
+                self.finish_node(&parent, leaf, &meta, true, false)?;
                 self.stats.symlinks += 1;
             }
             tar::EntryType::Link => {
@@ -713,8 +715,8 @@ impl<'a> Extractor<'a> {
             },
             Err(e) => return Err(os(e, &self.full(&rel))),
         }
-        self.finish_node(parent, name, meta, true)?;
-        if meta.mode & 0o7000 != 0 || meta.mode & 0o777 != meta.mode {
+        self.finish_node(parent, name, meta, true, false)?;
+        if meta.mode & 0o7000 != 0 || meta.mode & self.umask != 0 {
             rustix::fs::chmodat(&*fd, name, Mode::from_raw_mode(meta.mode), AtFlags::empty())
                 .map_err(|e| os(e, &self.full(&rel)))?;
         }
@@ -786,13 +788,12 @@ impl<'a> Extractor<'a> {
         let root_meta = match self.dir_meta.remove(Path::new("")) {
             Some(m) => m,
             None => {
-                // No "./" entry: the root is 0755 and owned by (shifted) root.
+                // No "./" entry: the root is 0755 and owned by (shifted) root (always set: the staging root may have
+                // inherited a setgid directory's group).
                 let d = self.default_meta();
-                if (d.uid, d.gid) != (self.euid, self.egid) {
-                    let (u, g) = (rustix::fs::Uid::from_raw(d.uid), rustix::fs::Gid::from_raw(d.gid));
-                    rustix::fs::chownat(&self.root, "", Some(u), Some(g), AtFlags::EMPTY_PATH)
-                        .map_err(|e| os(e, &self.root_path))?;
-                }
+                let (u, g) = (rustix::fs::Uid::from_raw(d.uid), rustix::fs::Gid::from_raw(d.gid));
+                rustix::fs::chownat(&self.root, "", Some(u), Some(g), AtFlags::EMPTY_PATH)
+                    .map_err(|e| os(e, &self.root_path))?;
                 DirMeta { mode: 0o755, mtime: None }
             }
         };

@@ -343,6 +343,10 @@ pub fn apply(reader: impl Read + Send, dest: impl AsRef<Path>, opts: &ApplyOptio
     rustix::fs::mkdirat(&parent_fd, staging_name.as_str(), Mode::RWXU)
         .map_err(|e| Error::os(OP, e).with_path(parent.join(&staging_name)))?;
     let mut staging = Staging { path: parent.join(&staging_name), armed: true };
+    // In a setgid store the new directory inherited the set-gid bit, which every directory and file made in it
+    // would inherit in turn (with the store's group): drop it now; final modes are set at the end.
+    rustix::fs::chmodat(&parent_fd, staging_name.as_str(), Mode::RWXU, AtFlags::empty())
+        .map_err(|e| Error::os(OP, e).with_path(&staging.path))?;
     let root = rustix::fs::openat(
         &parent_fd,
         staging_name.as_str(),
