@@ -60,8 +60,64 @@ fn put(h: &mut Vec<u8>, bytes: &[u8]) {
     h.extend_from_slice(bytes);
 }
 
-/// One entry's record (everything but its path).
-fn record(
+/// What a record says about one entry. Built from `statx` by [`content_digest`], and by extraction from what it
+/// just wrote, so both must fill it the same way.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Facts<'a> {
+    /// `st_mode`, type bits included.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Regular files: length and CRC-32 of the data.
+    pub size: u64,
+    pub crc: u32,
+    /// Symlinks: the target.
+    pub target: &'a [u8],
+    /// Devices: major and minor.
+    pub rdev: (u32, u32),
+    /// Non-directories: mtime.
+    pub mtime: (i64, u32),
+    /// Sorted; host-assigned ones are skipped here.
+    pub xattrs: &'a [(Vec<u8>, Vec<u8>)],
+}
+
+/// Encode one entry's record (everything but its path).
+pub(crate) fn encode(f: &Facts<'_>) -> Vec<u8> {
+    let ft = FileType::from_raw_mode(f.mode);
+    let mut h = Vec::with_capacity(64);
+    h.extend_from_slice(&f.mode.to_le_bytes());
+    h.extend_from_slice(&f.uid.to_le_bytes());
+    h.extend_from_slice(&f.gid.to_le_bytes());
+    match ft {
+        FileType::RegularFile => {
+            h.extend_from_slice(&f.size.to_le_bytes());
+            h.extend_from_slice(&f.crc.to_le_bytes());
+        }
+        FileType::Symlink => put(&mut h, f.target),
+        FileType::CharacterDevice | FileType::BlockDevice => {
+            h.extend_from_slice(&f.rdev.0.to_le_bytes());
+            h.extend_from_slice(&f.rdev.1.to_le_bytes());
+        }
+        _ => {}
+    }
+    if ft != FileType::Directory {
+        h.extend_from_slice(&f.mtime.0.to_le_bytes());
+        h.extend_from_slice(&f.mtime.1.to_le_bytes());
+    }
+    for (k, v) in f.xattrs.iter().filter(|(k, _)| !HOST_ASSIGNED.contains(&k.as_slice())) {
+        put(&mut h, k);
+        put(&mut h, v);
+    }
+    h
+}
+
+/// True when `xattrs` holds anything besides what the host assigns by itself.
+pub(crate) fn has_own_xattrs(xattrs: &[(Vec<u8>, Vec<u8>)]) -> bool {
+    xattrs.iter().any(|(k, _)| !HOST_ASSIGNED.contains(&k.as_slice()))
+}
+
+/// The record of `name` in `dir` (the directory itself when `name` is empty), read from the filesystem.
+pub(crate) fn observe(
     dir: BorrowedFd<'_>,
     name: &OsStr,
     rel: &Path,
@@ -72,44 +128,38 @@ fn record(
         if name.is_empty() { AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW } else { AtFlags::SYMLINK_NOFOLLOW };
     let st =
         rustix::fs::statx(dir, name, flags, StatxFlags::BASIC_STATS).map_err(|e| Error::os(OP, e).with_path(path))?;
-    let ft = FileType::from_raw_mode(u32::from(st.stx_mode));
-    let mut h = Vec::with_capacity(64);
-    h.extend_from_slice(&u32::from(st.stx_mode).to_le_bytes());
-    h.extend_from_slice(&st.stx_uid.to_le_bytes());
-    h.extend_from_slice(&st.stx_gid.to_le_bytes());
-    match ft {
-        FileType::RegularFile => {
-            h.extend_from_slice(&st.stx_size.to_le_bytes());
-            let crc = match crcs.and_then(|c| c.get(rel)) {
-                Some(&crc) => crc,
-                None => crc_of_file(dir, name, path)?,
-            };
-            h.extend_from_slice(&crc.to_le_bytes());
-        }
+    let mode = u32::from(st.stx_mode);
+    let ft = FileType::from_raw_mode(mode);
+    let crc = match ft {
+        FileType::RegularFile => match crcs.and_then(|c| c.get(rel)) {
+            Some(&crc) => crc,
+            None => crc_of_file(dir, name, path)?,
+        },
+        _ => 0,
+    };
+    let target = match ft {
         FileType::Symlink => {
-            let target = rustix::fs::readlinkat(dir, name, Vec::new()).map_err(|e| Error::os(OP, e).with_path(path))?;
-            put(&mut h, target.as_bytes());
+            rustix::fs::readlinkat(dir, name, Vec::new()).map_err(|e| Error::os(OP, e).with_path(path))?.into_bytes()
         }
-        FileType::CharacterDevice | FileType::BlockDevice => {
-            h.extend_from_slice(&st.stx_rdev_major.to_le_bytes());
-            h.extend_from_slice(&st.stx_rdev_minor.to_le_bytes());
-        }
-        _ => {}
-    }
-    if ft != FileType::Directory {
-        h.extend_from_slice(&st.stx_mtime.tv_sec.to_le_bytes());
-        h.extend_from_slice(&st.stx_mtime.tv_nsec.to_le_bytes());
-    }
-    let attrs = xattr::list(dir, name).map_err(|e| Error::os(OP, e).with_path(path))?;
-    for (k, v) in attrs.iter().filter(|(k, _)| !HOST_ASSIGNED.contains(&k.as_slice())) {
-        put(&mut h, k);
-        put(&mut h, v);
-    }
-    Ok((ft, h))
+        _ => Vec::new(),
+    };
+    let xattrs = xattr::list(dir, name).map_err(|e| Error::os(OP, e).with_path(path))?;
+    let facts = Facts {
+        mode,
+        uid: st.stx_uid,
+        gid: st.stx_gid,
+        size: st.stx_size,
+        crc,
+        target: &target,
+        rdev: (st.stx_rdev_major, st.stx_rdev_minor),
+        mtime: (st.stx_mtime.tv_sec, st.stx_mtime.tv_nsec),
+        xattrs: &xattrs,
+    };
+    Ok((ft, encode(&facts)))
 }
 
 /// Xattrs the host puts on files by itself, whatever the layer says.
-const HOST_ASSIGNED: [&[u8]; 3] = [b"security.selinux", b"security.ima", b"security.evm"];
+pub(crate) const HOST_ASSIGNED: [&[u8]; 3] = [b"security.selinux", b"security.ima", b"security.evm"];
 
 /// Directories waiting to be read, shared by the walkers, and how many are being read now.
 struct Queue {
@@ -137,7 +187,7 @@ fn walk_dir(
             continue;
         }
         let child_rel = rel.join(name);
-        let (ft, rec) = record(fd.as_fd(), name, &child_rel, &root_path.join(&child_rel), crcs)?;
+        let (ft, rec) = observe(fd.as_fd(), name, &child_rel, &root_path.join(&child_rel), crcs)?;
         if ft == FileType::Directory {
             subdirs.push(child_rel.clone());
         }
@@ -153,7 +203,7 @@ fn walk_dir(
 /// hashing). Pending directories are kept as paths, opened beneath the root in their turn, so a wide tree cannot run
 /// the process out of descriptors.
 pub(crate) fn content_digest(root: BorrowedFd<'_>, root_path: &Path, crcs: Option<&CrcCache>) -> Result<String> {
-    let (_, root_record) = record(root, OsStr::new(""), Path::new(""), root_path, crcs)?;
+    let (_, root_record) = observe(root, OsStr::new(""), Path::new(""), root_path, crcs)?;
     let queue = Mutex::new(Queue { pending: vec![PathBuf::new()], busy: 0, failed: false });
     let ready = Condvar::new();
     let worker = || -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -186,7 +236,7 @@ pub(crate) fn content_digest(root: BorrowedFd<'_>, root_path: &Path, crcs: Optio
             result?;
         }
     };
-    let mut records = std::thread::scope(|s| {
+    let records = std::thread::scope(|s| {
         let helper = s.spawn(worker);
         let mine = worker();
         let theirs = helper.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
@@ -194,12 +244,17 @@ pub(crate) fn content_digest(root: BorrowedFd<'_>, root_path: &Path, crcs: Optio
         a.extend(b);
         Ok::<_, Error>(a)
     })?;
+    Ok(digest_of(&root_record, records))
+}
+
+/// The digest of a layer from its root's record and every other entry's (path, record), in any order.
+pub(crate) fn digest_of(root_record: &[u8], mut records: Vec<(Vec<u8>, Vec<u8>)>) -> String {
     records.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut h = Sha256::new();
     let mut buf = Vec::new();
     put(&mut buf, b"");
     h.update(&buf);
-    h.update(&root_record);
+    h.update(root_record);
     for (path, rec) in &records {
         buf.clear();
         put(&mut buf, path);
@@ -207,5 +262,5 @@ pub(crate) fn content_digest(root: BorrowedFd<'_>, root_path: &Path, crcs: Optio
         h.update(&buf);
     }
     let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("sha256:{hex}"))
+    format!("sha256:{hex}")
 }

@@ -20,7 +20,7 @@ use std::rc::Rc;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, StatxFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
-use super::digest::CrcCache;
+use super::digest::{self, CrcCache};
 use super::xattr;
 use super::{ApplyOptions, ApplyStats, DeviceMode, SyncMode, WhiteoutMode};
 use crate::error::{Error, ErrorKind, LayerProblem, Result};
@@ -106,6 +106,11 @@ pub(crate) struct Extractor<'a> {
     buf: Vec<u8>,
     pub crcs: CrcCache,
     pub stats: ApplyStats,
+    /// The content-digest record of every entry, built from what was just written (see `digest`), unless the
+    /// staging directory inherited something (a default ACL) that makes prediction unsafe: then `None`, and the
+    /// digest is computed by walking the tree.
+    pub records: Option<HashMap<PathBuf, Vec<u8>>>,
+    pub root_record: Vec<u8>,
 }
 
 fn beneath(dir: BorrowedFd<'_>, rel: &Path, oflags: OFlags) -> rustix::io::Result<OwnedFd> {
@@ -129,7 +134,10 @@ impl<'a> Extractor<'a> {
     pub fn new(opts: &'a ApplyOptions, root: OwnedFd, root_path: PathBuf, lowers: Vec<OwnedFd>) -> Self {
         let mut dirs = HashSet::new();
         dirs.insert(PathBuf::new());
-        Self {
+        // Records can be predicted only if nothing is inherited from the store (a default ACL would add xattrs and
+        // change modes behind our back).
+        let predict = xattr::list(root.as_fd(), OsStr::new("")).is_ok_and(|x| !digest::has_own_xattrs(&x));
+        let mut ex = Self {
             opts,
             root,
             root_path,
@@ -147,7 +155,33 @@ impl<'a> Extractor<'a> {
             buf: vec![0u8; 256 * 1024],
             crcs: CrcCache::new(),
             stats: ApplyStats::default(),
+            records: None,
+            root_record: Vec::new(),
+        };
+        if predict {
+            ex.records = Some(HashMap::new());
         }
+        ex
+    }
+
+    fn record(&mut self, rel: PathBuf, facts: &digest::Facts<'_>) {
+        if let Some(r) = &mut self.records {
+            r.insert(rel, digest::encode(facts));
+        }
+    }
+
+    /// The xattrs of a node as the kernel keeps them, read back only if any were set.
+    fn xattrs_of(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        set: &[(Vec<u8>, Vec<u8>)],
+        rel: &Path,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        if set.is_empty() || self.records.is_none() {
+            return Ok(Vec::new());
+        }
+        xattr::list(dir, name).map_err(|e| os(e, &self.full(rel)))
     }
 
     fn full(&self, rel: &Path) -> PathBuf {
@@ -310,12 +344,18 @@ impl<'a> Extractor<'a> {
                 self.dir_meta.retain(|d, _| !d.starts_with(&rel));
                 self.opaque.retain(|d| !d.starts_with(&rel));
                 self.whiteouts.retain(|d| !d.starts_with(&rel));
+                if let Some(r) = &mut self.records {
+                    r.retain(|d, _| !d.starts_with(&rel));
+                }
                 self.parent_cache = None;
             }
             Err(e) => return Err(os(e, &self.full(&rel))),
         }
         self.whiteouts.remove(&rel);
         self.crcs.remove(&rel);
+        if let Some(r) = &mut self.records {
+            r.remove(&rel);
+        }
         Ok(())
     }
 
@@ -480,6 +520,14 @@ impl<'a> Extractor<'a> {
             .map_err(|e| os(e, &self.full(&rel)).with_detail("make whiteout"))?;
         let node_meta = Meta { xattrs: Vec::new(), ..meta.clone() };
         self.finish_node(parent, name, &node_meta, true, false)?;
+        let facts = digest::Facts {
+            mode: FileType::CharacterDevice.as_raw_mode(),
+            uid: meta.uid,
+            gid: meta.gid,
+            mtime: meta.mtime,
+            ..Default::default()
+        };
+        self.record(rel.clone(), &facts);
         self.whiteouts.insert(rel);
         self.stats.whiteouts += 1;
         Ok(())
@@ -534,6 +582,18 @@ impl<'a> Extractor<'a> {
                 rustix::fs::symlinkat(OsStr::from_bytes(&target), &*fd, leaf)
                     .map_err(|e| os(e, &self.full(&parent.join(leaf))))?;
                 self.finish_node(&parent, leaf, &meta, true, false)?;
+                let fd = self.dir_fd(&parent)?;
+                let xattrs = self.xattrs_of(fd.as_fd(), leaf, &meta.xattrs, &parent.join(leaf))?;
+                let facts = digest::Facts {
+                    mode: FileType::Symlink.as_raw_mode() | 0o777,
+                    uid: meta.uid,
+                    gid: meta.gid,
+                    target: &target,
+                    mtime: meta.mtime,
+                    xattrs: &xattrs,
+                    ..Default::default()
+                };
+                self.record(parent.join(leaf), &facts);
                 self.stats.symlinks += 1;
             }
             tar::EntryType::Link => {
@@ -613,6 +673,7 @@ impl<'a> Extractor<'a> {
         };
         let mut file = std::fs::File::from(fd);
         let mut crc = crc32fast::Hasher::new();
+        let mut written = 0u64;
         loop {
             let n = match data.read(&mut self.buf) {
                 Ok(0) => break,
@@ -621,6 +682,7 @@ impl<'a> Extractor<'a> {
                 Err(e) => return Err(corrupt(&e, &rel)),
             };
             crc.update(&self.buf[..n]);
+            written += n as u64;
             file.write_all(&self.buf[..n]).map_err(|e| Error::io(OP, &e).with_path(self.full(&rel)))?;
             self.stats.bytes += n as u64;
         }
@@ -642,7 +704,20 @@ impl<'a> Extractor<'a> {
         if self.opts.sync == SyncMode::Fsync {
             rustix::fs::fsync(&file).map_err(|e| os(e, &self.full(&rel)))?;
         }
-        self.crcs.insert(rel, crc.finalize());
+        let crc = crc.finalize();
+        let xattrs = self.xattrs_of(file.as_fd(), OsStr::new(""), &meta.xattrs, &rel)?;
+        let facts = digest::Facts {
+            mode: FileType::RegularFile.as_raw_mode() | meta.mode,
+            uid: meta.uid,
+            gid: meta.gid,
+            size: written,
+            crc,
+            mtime: meta.mtime,
+            xattrs: &xattrs,
+            ..Default::default()
+        };
+        self.record(rel.clone(), &facts);
+        self.crcs.insert(rel, crc);
         self.stats.files += 1;
         Ok(())
     }
@@ -667,6 +742,15 @@ impl<'a> Extractor<'a> {
         let pfd = self.dir_fd(parent)?;
         rustix::fs::linkat(&*tfd, tleaf.as_os_str(), &*pfd, name, AtFlags::empty())
             .map_err(|e| os(e, &self.full(&parent.join(name))))?;
+        if let Some(records) = &mut self.records {
+            match records.get(&tparent.join(tleaf)).cloned() {
+                Some(rec) => {
+                    records.insert(parent.join(name), rec);
+                }
+                // A target with no record (cannot happen: every node made is recorded): stop predicting.
+                None => self.records = None,
+            }
+        }
         if let Some(&crc) = self.crcs.get(&tparent.join(tleaf)) {
             self.crcs.insert(parent.join(name), crc);
         }
@@ -720,6 +804,18 @@ impl<'a> Extractor<'a> {
             rustix::fs::chmodat(&*fd, name, Mode::from_raw_mode(meta.mode), AtFlags::empty())
                 .map_err(|e| os(e, &self.full(&rel)))?;
         }
+        let xattrs = self.xattrs_of(fd.as_fd(), name, &meta.xattrs, &rel)?;
+        let rdev = (rustix::fs::major(dev), rustix::fs::minor(dev));
+        let facts = digest::Facts {
+            mode: ft.as_raw_mode() | meta.mode,
+            uid: meta.uid,
+            gid: meta.gid,
+            rdev,
+            mtime: meta.mtime,
+            xattrs: &xattrs,
+            ..Default::default()
+        };
+        self.record(rel, &facts);
         if ft == FileType::Fifo {
             self.stats.fifos += 1;
         } else {
@@ -810,6 +906,15 @@ impl<'a> Extractor<'a> {
             }
             if self.opts.sync == SyncMode::Fsync {
                 rustix::fs::fsync(&fd).map_err(|e| os(e, &self.full(&rel)))?;
+            }
+            if self.records.is_some() {
+                // Directories are few: their records are read back rather than predicted.
+                let (_, rec) = digest::observe(fd.as_fd(), OsStr::new(""), &rel, &self.full(&rel), None)?;
+                if rel.as_os_str().is_empty() {
+                    self.root_record = rec;
+                } else if let Some(records) = &mut self.records {
+                    records.insert(rel, rec);
+                }
             }
         }
         Ok(())

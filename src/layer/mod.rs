@@ -15,6 +15,7 @@ mod xattr;
 use std::fmt;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -355,7 +356,7 @@ pub fn apply(reader: impl Read + Send, dest: impl AsRef<Path>, opts: &ApplyOptio
     )
     .map_err(|e| Error::os(OP, e).with_path(&staging.path))?;
 
-    let (summary, crcs, stats) = std::thread::scope(|s| -> Result<_> {
+    let (summary, crcs, stats, predicted) = std::thread::scope(|s| -> Result<_> {
         let ((tx, recycled), mut chunks) = stream::channel();
         let pump = s.spawn(move || stream::pump(reader, tx, recycled));
         let extracted = (|| -> Result<_> {
@@ -370,7 +371,8 @@ pub fn apply(reader: impl Read + Send, dest: impl AsRef<Path>, opts: &ApplyOptio
                 ex.entry(&mut entry)?;
             }
             ex.finish()?;
-            Ok((ex.crcs, ex.stats))
+            let predicted = ex.records.take().map(|r| (std::mem::take(&mut ex.root_record), r));
+            Ok((ex.crcs, ex.stats, predicted))
         })();
         let drained = match &extracted {
             Ok(_) => chunks.drain(),
@@ -378,12 +380,12 @@ pub fn apply(reader: impl Read + Send, dest: impl AsRef<Path>, opts: &ApplyOptio
         };
         drop(chunks);
         let summary = pump.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-        let (crcs, stats) = extracted?;
+        let (crcs, stats, predicted) = extracted?;
         let corrupt = |e: std::io::Error| {
             Error::io(OP, &e).with_path(dest).with_kind(ErrorKind::InvalidLayer(LayerProblem::Corrupt))
         };
         drained.map_err(corrupt)?;
-        Ok((summary.map_err(corrupt)?, crcs, stats))
+        Ok((summary.map_err(corrupt)?, crcs, stats, predicted))
     })?;
 
     let diff_id = format!("sha256:{}", summary.sha256_hex);
@@ -399,7 +401,20 @@ pub fn apply(reader: impl Read + Send, dest: impl AsRef<Path>, opts: &ApplyOptio
         SyncMode::Syncfs => rustix::fs::syncfs(&root_fd).map_err(|e| Error::os(OP, e).with_path(&staging.path))?,
         SyncMode::Fsync | SyncMode::None => {}
     }
-    let content_digest = digest::content_digest(root_fd.as_fd(), &staging.path, Some(&crcs))?;
+    // The digest from the records extraction kept, or (if it could not keep them) from a walk of the tree. Debug
+    // builds, the tests among them, always check the one against the other.
+    let content_digest = match predicted {
+        Some((root_record, records)) => {
+            let records = records.into_iter().map(|(p, r)| (p.into_os_string().into_vec(), r)).collect();
+            let d = digest::digest_of(&root_record, records);
+            if cfg!(debug_assertions) {
+                let walked = digest::content_digest(root_fd.as_fd(), &staging.path, Some(&crcs))?;
+                assert_eq!(d, walked, "content digest predicted at apply differs from the tree's");
+            }
+            d
+        }
+        None => digest::content_digest(root_fd.as_fd(), &staging.path, Some(&crcs))?,
+    };
 
     rustix::fs::renameat_with(&parent_fd, staging_name.as_str(), &parent_fd, &name, RenameFlags::NOREPLACE).map_err(
         |e| match e {

@@ -14,12 +14,40 @@ use rustix::io::Errno;
 
 use crate::sys;
 
-fn proc_path(dir: BorrowedFd<'_>, name: &OsStr) -> PathBuf {
-    let mut p = PathBuf::from(format!("/proc/thread-self/fd/{}", dir.as_raw_fd()));
+/// The `/proc` path of `name` in `dir`. For the directory itself (`name` empty) it is the fd's magic link, which the
+/// calls must follow (`nofollow` false); for a name inside, the last component is never followed.
+struct ProcPath {
+    path: PathBuf,
+    nofollow: bool,
+}
+
+fn proc_path(dir: BorrowedFd<'_>, name: &OsStr) -> ProcPath {
+    let mut path = PathBuf::from(format!("/proc/thread-self/fd/{}", dir.as_raw_fd()));
     if !name.is_empty() {
-        p.push(name);
+        path.push(name);
     }
-    p
+    ProcPath { path, nofollow: !name.is_empty() }
+}
+
+impl ProcPath {
+    fn list(&self, buf: &mut [u8]) -> rustix::io::Result<usize> {
+        if self.nofollow { rustix::fs::llistxattr(&self.path, buf) } else { rustix::fs::listxattr(&self.path, buf) }
+    }
+    fn get(&self, key: &OsStr, buf: &mut [u8]) -> rustix::io::Result<usize> {
+        if self.nofollow {
+            rustix::fs::lgetxattr(&self.path, key, buf)
+        } else {
+            rustix::fs::getxattr(&self.path, key, buf)
+        }
+    }
+    fn set(&self, key: &OsStr, value: &[u8]) -> rustix::io::Result<()> {
+        let flags = rustix::fs::XattrFlags::empty();
+        if self.nofollow {
+            rustix::fs::lsetxattr(&self.path, key, value, flags)
+        } else {
+            rustix::fs::setxattr(&self.path, key, value, flags)
+        }
+    }
 }
 
 static NO_XATTRAT: AtomicBool = AtomicBool::new(false);
@@ -63,55 +91,76 @@ pub(crate) fn list(dir: BorrowedFd<'_>, name: &OsStr) -> rustix::io::Result<Vec<
     if !NO_XATTRAT.load(Ordering::Relaxed) {
         match list_at(dir, name) {
             Err(Errno::NOSYS) => NO_XATTRAT.store(true, Ordering::Relaxed),
+            // An `O_PATH` fd of the directory itself: the `*xattrat` calls refuse it, its `/proc` link does not.
+            Err(Errno::BADF) if name.is_empty() => {}
             Err(Errno::NOTSUP) => return Ok(Vec::new()),
             other => return other,
         }
     }
     let path = proc_path(dir, name);
-    let mut names = vec![0u8; 4096];
-    let n = loop {
-        match rustix::fs::llistxattr(&path, &mut names[..]) {
-            Ok(n) => break n,
-            Err(Errno::RANGE) => names.resize(rustix::fs::llistxattr_query(&path)?.max(names.len() * 2), 0),
-            Err(Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        }
+    let names = match sized(|b| path.list(b)) {
+        Err(Errno::NOTSUP) => return Ok(Vec::new()),
+        other => other?,
     };
     let mut out = Vec::new();
-    for key in names[..n].split(|&b| b == 0).filter(|k| !k.is_empty()) {
-        out.push((key.to_vec(), get(&path, key)?));
+    for key in names.split(|&b| b == 0).filter(|k| !k.is_empty()) {
+        out.push((key.to_vec(), sized(|b| path.get(OsStr::from_bytes(key), b))?));
     }
     out.sort();
     Ok(out)
 }
 
-fn get(path: &PathBuf, key: &[u8]) -> rustix::io::Result<Vec<u8>> {
-    let key = OsStr::from_bytes(key);
-    let mut value = vec![0u8; 256];
-    loop {
-        match rustix::fs::lgetxattr(path, key, &mut value[..]) {
-            Ok(n) => {
-                value.truncate(n);
-                return Ok(value);
-            }
-            Err(Errno::RANGE) => value.resize(rustix::fs::lgetxattr_query(path, key)?.max(value.len() * 2), 0),
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// The value of one xattr of `name` in `dir`, if set.
+/// The value of one xattr of `name` in `dir` (the directory itself when `name` is empty), if set.
 pub(crate) fn get_at(dir: BorrowedFd<'_>, name: &OsStr, key: &str) -> Option<Vec<u8>> {
-    get(&proc_path(dir, name), key.as_bytes()).ok()
+    let path = proc_path(dir, name);
+    sized(|b| path.get(OsStr::new(key), b)).ok()
 }
 
-/// Set one xattr on `name` in `dir` (not following a symlink at `name`).
+/// Set one xattr on `name` in `dir` (the directory itself when `name` is empty; never following a symlink at
+/// `name`).
 pub(crate) fn set_at(dir: BorrowedFd<'_>, name: &OsStr, key: &[u8], value: &[u8]) -> rustix::io::Result<()> {
-    rustix::fs::lsetxattr(proc_path(dir, name), OsStr::from_bytes(key), value, rustix::fs::XattrFlags::empty())
+    proc_path(dir, name).set(OsStr::from_bytes(key), value)
 }
 
 /// True for names in overlay's metadata namespaces (`trusted.overlay.*`, `user.overlay.*`, ...): never taken from
 /// an archive or copied from a lower layer.
 pub(crate) fn is_overlay(key: &[u8]) -> bool {
     key.splitn(2, |&b| b == b'.').nth(1).is_some_and(|rest| rest.starts_with(b"overlay."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn check(dir: &std::path::Path) {
+        let path_fd =
+            rustix::fs::open(dir, rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY, rustix::fs::Mode::empty())
+                .unwrap();
+        let ro_fd = rustix::fs::open(
+            dir,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        set_at(path_fd.as_fd(), OsStr::new(""), b"user.dir", b"d").unwrap();
+        std::fs::write(dir.join("f"), "x").unwrap();
+        set_at(ro_fd.as_fd(), OsStr::new("f"), b"user.file", b"f").unwrap();
+        for fd in [&path_fd, &ro_fd] {
+            assert_eq!(list(fd.as_fd(), OsStr::new("")).unwrap(), vec![(b"user.dir".to_vec(), b"d".to_vec())]);
+            assert_eq!(list(fd.as_fd(), OsStr::new("f")).unwrap(), vec![(b"user.file".to_vec(), b"f".to_vec())]);
+            assert_eq!(get_at(fd.as_fd(), OsStr::new(""), "user.dir").as_deref(), Some(&b"d"[..]));
+        }
+    }
+
+    /// Both ways (the `*xattrat` calls and `/proc`) give the same answers, through `O_PATH` and ordinary fds.
+    #[test]
+    fn both_ways_agree() {
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        check(&dir.path().join("."));
+        NO_XATTRAT.store(true, Ordering::Relaxed);
+        let dir2 = tempfile::tempdir_in("/dev/shm").unwrap();
+        check(dir2.path());
+        NO_XATTRAT.store(false, Ordering::Relaxed);
+    }
 }
