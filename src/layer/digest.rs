@@ -3,9 +3,12 @@
 //!
 //! Its job is to find what a crash leaves behind (truncated, zeroed or missing files, lost metadata), not to
 //! authenticate a layer: that is what the diff_id is for. File data is summarised by CRC-32 and length, which catch
-//! every truncation and any zeroed block, at a fraction of sha256's cost; at commit time the CRCs come from
-//! extraction, so nothing is read twice. `security.selinux`, `security.ima` and `security.evm`, which the host
-//! assigns, are left out.
+//! every truncation and any zeroed block, at a fraction of sha256's cost. `security.selinux`, `security.ima` and
+//! `security.evm`, which the host assigns, are left out.
+//!
+//! [`verify`](super::verify) computes it by walking the tree ([`content_digest`]). `apply` builds the same records
+//! while it writes ([`encode`] from what it just set; directories read back with [`observe`]), so committing needs no
+//! second walk; debug builds check the two against each other on every apply.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
