@@ -184,8 +184,10 @@ impl DetachedTree {
     ///
     /// ```no_run
     /// use std::os::fd::OwnedFd;
-    /// # fn get_fd() -> OwnedFd { unimplemented!() }
-    /// let tree = layermount::DetachedTree::from_fd(get_fd());
+    /// // An fd from the caller's own open_tree(OPEN_TREE_CLONE) or fsmount; a plain open() is shown for brevity.
+    /// let fd: OwnedFd = std::fs::File::open("/srv/clone")?.into();
+    /// let tree = layermount::DetachedTree::from_fd(fd);
+    /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn from_fd(fd: OwnedFd) -> Self {
         Self::from_owned(fd, Origin::Foreign, false)
