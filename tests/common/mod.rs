@@ -25,9 +25,15 @@ pub fn have_privilege(name: &str) -> bool {
         if std::env::var("LAYERMOUNT_REQUIRE_ROOT").as_deref() == Ok("1") {
             panic!("{name}: needs CAP_SYS_ADMIN (root) and LAYERMOUNT_REQUIRE_ROOT=1 forbids skipping");
         }
-        // Straight to fd 2, past the test harness's capture, so the skip is seen even when the test "passes".
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "skipping {name}: needs root (CAP_SYS_ADMIN)");
+        // Straight to fd 2, past the test harness's capture, so the skip is seen even when the test "passes";
+        // once per name (property tests ask once per case).
+        static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
+        if !said.iter().any(|n| n == name) {
+            said.push(name.to_string());
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "skipping {name}: needs root (CAP_SYS_ADMIN)");
+        }
     }
     ok
 }
