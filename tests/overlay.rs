@@ -400,3 +400,36 @@ fn symlinked_layer_paths() {
         assert_eq!(err.raw_os_error(), Some(40));
     });
 }
+
+#[test]
+fn layers_given_as_trees_and_fds() {
+    privileged("layers_given_as_trees_and_fds", |scratch| {
+        let l1 = layer(&scratch.join("s/1"), &[("from-path", "p")]);
+        let l2 = layer(&scratch.join("s/2"), &[("from-tree", "t")]);
+        let l3 = layer(&scratch.join("s/3"), &[("from-fd", "f")]);
+        for level in [
+            OverlayLevel::DetachedLayers,
+            OverlayLevel::LowerdirFds,
+            OverlayLevel::LowerdirStrings,
+            OverlayLevel::Legacy,
+        ] {
+            // The caller idmaps its own tree; the builder uses it as it is (and idmaps only path layers).
+            let mut tree = layermount::DetachedTree::clone_path(&l2, false).unwrap();
+            tree.idmap(&ns()).unwrap();
+            let fd: std::os::fd::OwnedFd = fs::File::open(&l3).unwrap().into();
+            let mnt = scratch.join("mnt");
+            let result = Overlay::new()
+                .lower_tree(tree)
+                .lower_fd(fd)
+                .lower(&l1)
+                .strategy(level)
+                .staging_dir(scratch)
+                .mount_at(&mnt);
+            let guard = result.unwrap_or_else(|e| panic!("{level}: {e}"));
+            assert_eq!(names(&mnt), ["from-fd", "from-path", "from-tree"], "{level}");
+            assert_eq!(owner(&mnt.join("from-tree")), (100000, 100000), "{level}: the tree's own idmap");
+            assert_eq!(owner(&mnt.join("from-path")), (0, 0), "{level}: no idmap asked for path layers");
+            guard.unmount().unwrap();
+        }
+    });
+}
