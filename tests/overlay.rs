@@ -433,3 +433,42 @@ fn layers_given_as_trees_and_fds() {
         }
     });
 }
+
+#[test]
+fn awkward_layer_names_on_every_strategy() {
+    privileged("awkward_layer_names_on_every_strategy", |scratch| {
+        use std::os::unix::ffi::OsStrExt;
+        // Separators of the option string, a backslash, a space, and bytes that are not UTF-8.
+        let awkward: [&[u8]; 3] = [b"a:b,c", b"back\\slash and space", b"not-utf8-\xff\xfe"];
+        let layers: Vec<PathBuf> = awkward
+            .iter()
+            .enumerate()
+            .map(|(i, n)| layer(&scratch.join("s").join(std::ffi::OsStr::from_bytes(n)), &[(&format!("f{i}"), "x")]))
+            .collect();
+        for level in [
+            OverlayLevel::DetachedLayers,
+            OverlayLevel::LowerdirFds,
+            OverlayLevel::LowerdirStrings,
+            OverlayLevel::Legacy,
+        ] {
+            let mnt = scratch.join("mnt");
+            let guard = Overlay::new()
+                .lowers(&layers)
+                .idmap(ns())
+                .strategy(level)
+                .staging_dir(scratch)
+                .mount_at(&mnt)
+                .unwrap_or_else(|e| panic!("{level}: {e}"));
+            assert_eq!(names(&mnt), ["f0", "f1", "f2"], "{level}");
+            guard.unmount().unwrap();
+            // Without an idmap the names reach the kernel as they are.
+            let guard = Overlay::new()
+                .lowers(&layers)
+                .strategy(level)
+                .mount_at(&mnt)
+                .unwrap_or_else(|e| panic!("{level}: {e}"));
+            assert_eq!(names(&mnt), ["f0", "f1", "f2"], "{level}");
+            guard.unmount().unwrap();
+        }
+    });
+}

@@ -503,8 +503,8 @@ impl Overlay {
         let at = staging.next_path();
         rustix::fs::mkdir(&at, rustix::fs::Mode::RWXU)
             .map_err(|e| Error::os("compose overlay: make staging mount point", e).with_path(&at))?;
-        let mount = |data: &str| {
-            rustix::mount::mount("overlay", &at, "overlay", rustix::mount::MountFlags::empty(), &*cstring_str(data)?)
+        let mount = |data: &[u8]| {
+            rustix::mount::mount("overlay", &at, "overlay", rustix::mount::MountFlags::empty(), &*cstring_bytes(data)?)
                 .map_err(|e| {
                     Error::os("mount overlay", e).with_path(&at).with_detail(format!("{} bytes of options", data.len()))
                 })
@@ -559,23 +559,23 @@ fn cstring(p: &Path) -> Result<std::ffi::CString> {
         .map_err(|_| Error::new(ErrorKind::InvalidInput, "compose overlay").with_path(p).with_detail("NUL in path"))
 }
 
-fn cstring_str(s: &str) -> Result<std::ffi::CString> {
+fn cstring_bytes(s: &[u8]) -> Result<std::ffi::CString> {
     std::ffi::CString::new(s)
         .map_err(|_| Error::new(ErrorKind::InvalidInput, "compose overlay").with_detail("NUL in options"))
 }
 
-/// Escape `\`, `:` and `,` with a backslash, as overlay's option parser expects.
-fn escape(p: &OsStr, out: &mut String) {
-    for c in String::from_utf8_lossy(p.as_bytes()).chars() {
-        if matches!(c, '\\' | ':' | ',') {
-            out.push('\\');
+/// Escape `\`, `:` and `,` with a backslash, as overlay's option parser expects (bytes: a path need not be UTF-8).
+fn escape(p: &OsStr, out: &mut Vec<u8>) {
+    for &b in p.as_bytes() {
+        if matches!(b, b'\\' | b':' | b',') {
+            out.push(b'\\');
         }
-        out.push(c);
+        out.push(b);
     }
 }
 
 /// `lowerdir=l1:l2::d1,upperdir=u,workdir=w,opts...`, paths made relative to `base` when given.
-fn legacy_options(all: &[Resolved], paths: &[PathBuf], base: Option<&Path>, options: &[OverlayOption]) -> String {
+fn legacy_options(all: &[Resolved], paths: &[PathBuf], base: Option<&Path>, options: &[OverlayOption]) -> Vec<u8> {
     let shown = |p: &Path, role: Role| -> PathBuf {
         match base.filter(|_| role.is_layer()).and_then(|b| p.strip_prefix(b).ok()) {
             Some(rel) if rel.as_os_str().is_empty() => PathBuf::from("."),
@@ -583,11 +583,11 @@ fn legacy_options(all: &[Resolved], paths: &[PathBuf], base: Option<&Path>, opti
             None => p.to_path_buf(),
         }
     };
-    let mut out = String::from("lowerdir=");
+    let mut out = b"lowerdir=".to_vec();
     let mut first = true;
     for (r, p) in all.iter().zip(paths).filter(|(r, _)| r.role.is_layer()) {
         if !first {
-            out.push_str(if r.role == Role::Data { "::" } else { ":" });
+            out.extend_from_slice(if r.role == Role::Data { b"::" } else { b":" });
         }
         first = false;
         escape(shown(p, r.role).as_os_str(), &mut out);
@@ -598,14 +598,14 @@ fn legacy_options(all: &[Resolved], paths: &[PathBuf], base: Option<&Path>, opti
             Role::Work => "workdir",
             _ => continue,
         };
-        out.push(',');
-        out.push_str(k);
-        out.push('=');
+        out.push(b',');
+        out.extend_from_slice(k.as_bytes());
+        out.push(b'=');
         escape(shown(p, r.role).as_os_str(), &mut out);
     }
     for o in options {
-        out.push(',');
-        out.push_str(&o.to_string());
+        out.push(b',');
+        out.extend_from_slice(o.to_string().as_bytes());
     }
     out
 }
