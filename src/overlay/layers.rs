@@ -100,39 +100,42 @@ pub(crate) fn lexical_absolute(path: &Path) -> Option<PathBuf> {
 
 impl Anchor {
     /// Open the common ancestor of `paths` (absolute, without `..`); `None` if there is nothing to share.
-    pub fn new(paths: &[PathBuf]) -> Option<Anchor> {
+    pub fn new(paths: &[&Path]) -> Option<Anchor> {
         if paths.len() < 2 {
             return None;
         }
-        let path = common_ancestor(paths.iter().map(PathBuf::as_path));
+        let path = common_ancestor(paths.iter().copied());
         let fd = rustix::fs::open(&path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ok()?;
         Some(Anchor { path, fd })
     }
 }
 
-/// Identify the directory at `path` (symlinks followed, as the kernel would).
-pub(crate) fn resolve_path(role: Role, path: &Path, anchor: Option<&Anchor>) -> Result<Resolved> {
+/// Identify the directory at `path` (symlinks followed, as the kernel would). `lexical` is
+/// [`lexical_absolute`]`(path)`, computed once by the caller.
+pub(crate) fn resolve_path(
+    role: Role,
+    path: &Path,
+    lexical: Option<PathBuf>,
+    anchor: Option<&Anchor>,
+) -> Result<Resolved> {
     let open_err = |e: Errno| match e {
         Errno::NOTDIR => overlay_error(OverlayProblem::NotADirectory, path),
         _ => Error::os("compose overlay: open", e).with_path(path).with_detail(role.name()),
     };
-    let abs = std::path::absolute(path).map_err(|e| Error::io("compose overlay: absolute path", &e).with_path(path))?;
-    let rel = anchor.and_then(|a| Some((a, abs.strip_prefix(&a.path).ok()?)));
+    let rel = lexical.as_deref().and_then(|abs| anchor.and_then(|a| Some((a, abs.strip_prefix(&a.path).ok()?))));
     let st = match rel {
         Some((a, rel)) if rel.as_os_str().is_empty() => rustix::fs::statx(&a.fd, "", AtFlags::EMPTY_PATH, STATX_WANT),
         Some((a, rel)) => rustix::fs::statx(&a.fd, rel, AtFlags::empty(), STATX_WANT),
-        None => rustix::fs::statx(CWD, &abs, AtFlags::empty(), STATX_WANT),
+        None => rustix::fs::statx(CWD, path, AtFlags::empty(), STATX_WANT),
     }
     .map_err(open_err)?;
     let r = identify(role, path.to_path_buf(), &st, None, None)?;
-    // A `..` would make the path's text lie about nesting and common parents: use where it really leads.
-    let lexical = if abs.components().any(|c| c == Component::ParentDir) {
-        let fd = r.open(OFlags::PATH)?;
-        real_path_of(fd.as_fd())
-    } else {
-        Some(abs)
+    // Without a trustworthy text (a `..` would lie about nesting and common parents), use where it really leads.
+    let path = match lexical {
+        Some(abs) => Some(abs),
+        None => real_path_of(r.open(OFlags::PATH)?.as_fd()),
     };
-    Ok(Resolved { path: lexical, ..r })
+    Ok(Resolved { path, ..r })
 }
 
 /// Identify a directory fd the caller gave (kept open; used as it is).

@@ -301,37 +301,31 @@ impl Overlay {
             return Err(Error::new(ErrorKind::InvalidOverlay(OverlayProblem::TooManyLayers), "compose overlay")
                 .with_detail(format!("{layer_count} layers; the kernel stacks at most {MAX_LAYERS}")));
         }
-        let upper = self.upper.iter().flat_map(|(u, w)| [u, w]);
-        let texts: Vec<PathBuf> = self
+        let roles = self
             .lowers
             .iter()
-            .chain(&self.data)
-            .chain(upper)
-            .filter_map(|s| match s {
-                Source::Path(p) => layers::lexical_absolute(p),
-                Source::Fd(_) => None,
+            .map(|s| (Role::Lower, s))
+            .chain(self.data.iter().map(|s| (Role::Data, s)))
+            .chain(self.upper.iter().flat_map(|(u, w)| [(Role::Upper, u), (Role::Work, w)]));
+        // Each path made absolute once; their common directory is opened once, each looked up from there.
+        let sources: Vec<(Role, &Source, Option<PathBuf>)> = roles
+            .map(|(role, s)| match s {
+                Source::Path(p) => (role, s, layers::lexical_absolute(p)),
+                Source::Fd(_) => (role, s, None),
             })
             .collect();
+        let texts: Vec<&Path> = sources.iter().filter_map(|(_, _, t)| t.as_deref()).collect();
         let anchor = layers::Anchor::new(&texts);
-        let one = |role: Role, s: &Source| match s {
-            Source::Path(p) => layers::resolve_path(role, p, anchor.as_ref()),
-            Source::Fd(fd) => {
-                let dup = fd.try_clone().map_err(|e| Error::io("compose overlay: dup", &e))?;
-                layers::resolve_fd(role, dup)
-            }
-        };
-        let mut out = Vec::with_capacity(layer_count + 2);
-        for s in &self.lowers {
-            out.push(one(Role::Lower, s)?);
-        }
-        for s in &self.data {
-            out.push(one(Role::Data, s)?);
-        }
-        if let Some((u, w)) = &self.upper {
-            out.push(one(Role::Upper, u)?);
-            out.push(one(Role::Work, w)?);
-        }
-        Ok(out)
+        sources
+            .into_iter()
+            .map(|(role, s, lexical)| match s {
+                Source::Path(p) => layers::resolve_path(role, p, lexical, anchor.as_ref()),
+                Source::Fd(fd) => {
+                    let dup = fd.try_clone().map_err(|e| Error::io("compose overlay: dup", &e))?;
+                    layers::resolve_fd(role, dup)
+                }
+            })
+            .collect()
     }
 
     fn check_upper_map(&self) -> Result<()> {
