@@ -124,25 +124,60 @@ fn unlink(dirfd: impl AsFd, name: &OsStr, dir: bool, path: &Path) -> Result<()> 
     })
 }
 
-/// One directory being emptied: its entries are read from `dir`, and `*at` calls go through the same fd.
+/// One directory being emptied: its entries are read from `dir`, and `*at` calls go through the same fd. Only the
+/// deepest [`OPEN_FRAMES`] directories keep their fd; an ancestor's is closed and, when its turn comes again,
+/// reopened from its child through `..` and checked to be the same directory (device and inode).
 struct Frame {
-    dir: Dir,
+    dir: Option<Dir>,
+    id: (u32, u32, u64),
     path: PathBuf,
     /// Name of this directory in its parent frame (None for the top).
     name: Option<std::ffi::OsString>,
 }
 
-/// Empty the directory `top` depth-first with an explicit stack (no recursion, so depth is bounded only by the fd
-/// limit, not by the thread's stack).
+/// Directory fds kept open at once: a tree of any depth is removed without running out of descriptors.
+const OPEN_FRAMES: usize = 64;
+
+fn identity(fd: impl AsFd, path: &Path) -> Result<(u32, u32, u64)> {
+    let st = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::INO).op_path(OP, path)?;
+    Ok((st.stx_dev_major, st.stx_dev_minor, st.stx_ino))
+}
+
+fn frame(fd: OwnedFd, path: PathBuf, name: Option<std::ffi::OsString>) -> Result<Frame> {
+    let id = identity(&fd, &path)?;
+    Ok(Frame { dir: Some(Dir::new(fd).op_path(OP, &path)?), id, path, name })
+}
+
+/// Reopen `parent` (whose fd was closed) from its child `child` through `..`, refusing if it is no longer the same
+/// directory (the tree was moved meanwhile). Its listing starts over; what was deleted is gone from it.
+fn reopen(parent: &mut Frame, child: &Dir) -> Result<()> {
+    let child_fd = child.fd().op_path(OP, &parent.path)?;
+    let fd = rustix::fs::openat(child_fd, "..", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .op_path(OP, &parent.path)?;
+    if identity(&fd, &parent.path)? != parent.id {
+        return Err(Error::new(ErrorKind::InvalidInput, OP)
+            .with_path(&parent.path)
+            .with_detail("the directory was moved during the removal"));
+    }
+    parent.dir = Some(Dir::new(fd).op_path(OP, &parent.path)?);
+    Ok(())
+}
+
+/// Empty the directory `top` depth-first with an explicit stack (no recursion, and at most [`OPEN_FRAMES`] fds, so
+/// neither the thread's stack nor the fd limit bounds the depth).
 fn remove_contents(top: OwnedFd, path: &Path, stats: &mut RemoveStats) -> Result<()> {
-    let mut stack = vec![Frame { dir: Dir::new(top).op_path(OP, path)?, path: path.to_path_buf(), name: None }];
-    while let Some(frame) = stack.last_mut() {
-        let entry = match frame.dir.read() {
-            Some(entry) => entry.op_path(OP, &frame.path)?,
+    let mut stack = vec![frame(top, path.to_path_buf(), None)?];
+    while let Some(current) = stack.last_mut() {
+        let dir = current.dir.as_mut().expect("the deepest frame is open");
+        let entry = match dir.read() {
+            Some(entry) => entry.op_path(OP, &current.path)?,
             None => {
                 let done = stack.pop().expect("stack is not empty");
-                if let (Some(name), Some(parent)) = (done.name, stack.last()) {
-                    let parent_fd = parent.dir.fd().op_path(OP, &parent.path)?;
+                if let (Some(name), Some(parent)) = (done.name, stack.last_mut()) {
+                    if parent.dir.is_none() {
+                        reopen(parent, done.dir.as_ref().expect("open"))?;
+                    }
+                    let parent_fd = parent.dir.as_ref().expect("reopened").fd().op_path(OP, &parent.path)?;
                     unlink(parent_fd, &name, true, &done.path)?;
                     stats.dirs += 1;
                 }
@@ -153,8 +188,8 @@ fn remove_contents(top: OwnedFd, path: &Path, stats: &mut RemoveStats) -> Result
         if name == "." || name == ".." {
             continue;
         }
-        let fd = frame.dir.fd().op_path(OP, &frame.path)?;
-        let child_path = frame.path.join(name);
+        let fd = dir.fd().op_path(OP, &current.path)?;
+        let child_path = current.path.join(name);
         let mut is_dir = entry.file_type() == FileType::Directory;
         if entry.file_type() == FileType::Unknown {
             let st = rustix::fs::statx(fd, name, AtFlags::SYMLINK_NOFOLLOW, rustix::fs::StatxFlags::TYPE)
@@ -174,8 +209,12 @@ fn remove_contents(top: OwnedFd, path: &Path, stats: &mut RemoveStats) -> Result
             }
         }
         let sub = open_subdir(fd, name, &child_path)?;
-        let frame = Frame { dir: Dir::new(sub).op_path(OP, &child_path)?, path: child_path, name: Some(name.into()) };
-        stack.push(frame);
+        let child = frame(sub, child_path, Some(name.into()))?;
+        stack.push(child);
+        if stack.len() > OPEN_FRAMES {
+            let idx = stack.len() - 1 - OPEN_FRAMES;
+            stack[idx].dir = None;
+        }
     }
     Ok(())
 }

@@ -255,3 +255,27 @@ fn apply_verify_recover_from_the_command_line() {
         assert_eq!(layermount(&["apply", "--sync", "sometimes", "x", "y"]).status.code(), Some(2));
     });
 }
+
+#[test]
+fn rm_removes_a_tree_deeper_than_its_fd_limit() {
+    common::privileged("rm_removes_a_tree_deeper_than_its_fd_limit", |scratch| {
+        use rustix::fs::{Mode, OFlags};
+        let top = scratch.join("deep");
+        fs::create_dir(&top).unwrap();
+        let mut fd = rustix::fs::open(&top, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        for _ in 0..2000 {
+            rustix::fs::mkdirat(&fd, "d", Mode::from_raw_mode(0o755)).unwrap();
+            fd = rustix::fs::openat(&fd, "d", OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        }
+        // 2000 levels, 100 descriptors allowed.
+        let o = Command::new("prlimit")
+            .args(["--nofile=100", "--"])
+            .arg(env!("CARGO_BIN_EXE_layermount"))
+            .arg("rm")
+            .arg(&top)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(!top.exists());
+    });
+}

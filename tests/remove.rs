@@ -159,3 +159,33 @@ fn deep_tree_and_bad_paths() {
         }
     });
 }
+
+/// A tree deeper than PATH_MAX allows to name, made one level at a time through fds.
+pub fn deep_tree(top: &Path, depth: usize) {
+    use rustix::fs::{Mode, OFlags};
+    fs::create_dir(top).unwrap();
+    let mut fd = rustix::fs::open(top, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+    for i in 0..depth {
+        rustix::fs::mkdirat(&fd, "d", Mode::from_raw_mode(0o755)).unwrap();
+        if i % 100 == 0 {
+            let f =
+                rustix::fs::openat(&fd, "file", OFlags::CREATE | OFlags::WRONLY, Mode::from_raw_mode(0o644)).unwrap();
+            drop(f);
+        }
+        fd = rustix::fs::openat(&fd, "d", OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+    }
+}
+
+#[test]
+fn trees_deeper_than_the_open_fd_window_and_path_max() {
+    privileged("trees_deeper_than_the_open_fd_window_and_path_max", |scratch| {
+        let top = scratch.join("deep");
+        deep_tree(&top, 3000);
+        let fds = common::fd_count();
+        let stats = remove_all(&top).unwrap();
+        assert_eq!(stats.dirs, 3001);
+        assert_eq!(stats.others, 30);
+        assert!(!top.exists());
+        assert!(common::fd_count() <= fds + 1, "no fd left open");
+    });
+}
