@@ -490,3 +490,20 @@ fn data_only_layers_stay_out_of_the_merged_view() {
         });
     }
 }
+
+#[test]
+fn a_layer_nested_past_path_max_is_refused_and_cleaned_up() {
+    privileged("a_layer_nested_past_path_max_is_refused_and_cleaned_up", |scratch| {
+        let deep: &'static str = Box::leak(("d/".repeat(2100) + "f").into_boxed_str());
+        let mut t = Tar::new();
+        t.add_with(
+            &E::File("placeholder", "x"),
+            &Opt { pax: vec![("path".into(), deep.as_bytes().to_vec())], ..Opt::default() },
+        );
+        let store = scratch.join("store");
+        fs::create_dir(&store).unwrap();
+        let err = apply(&t.finish()[..], store.join("deep"), &opts(WhiteoutMode::Overlay)).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(36), "ENAMETOOLONG: {err}");
+        assert_eq!(fs::read_dir(&store).unwrap().count(), 0, "the staging directory, 2000 levels deep, is gone");
+    });
+}
