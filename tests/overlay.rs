@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 use common::{chown, owner, privileged};
 use layermount::{ErrorKind, IdMap, MountTable, Overlay, OverlayLevel, OverlayOption, OverlayProblem, UserNamespace};
 
+/// Every strategy, best first.
+const ALL_LEVELS: [OverlayLevel; 4] =
+    [OverlayLevel::DetachedLayers, OverlayLevel::LowerdirFds, OverlayLevel::LowerdirStrings, OverlayLevel::Legacy];
+
 /// Container uid/gid 1000 is host root; container 0..1000 are host 100000..101000.
 fn ns() -> UserNamespace {
     let map: IdMap = "1000:0:1,0:100000:1000".parse().unwrap();
@@ -369,12 +373,7 @@ fn symlinked_layer_paths() {
         let l1 = layer(&store.join("1"), &[("one", "1")]);
         // A layer path whose text is under the store but which leads out of it.
         std::os::unix::fs::symlink(&elsewhere, store.join("2")).unwrap();
-        for level in [
-            OverlayLevel::DetachedLayers,
-            OverlayLevel::LowerdirFds,
-            OverlayLevel::LowerdirStrings,
-            OverlayLevel::Legacy,
-        ] {
+        for level in ALL_LEVELS {
             let mnt = scratch.join("mnt");
             let guard = Overlay::new()
                 .lower(store.join("2"))
@@ -407,12 +406,7 @@ fn layers_given_as_trees_and_fds() {
         let l1 = layer(&scratch.join("s/1"), &[("from-path", "p")]);
         let l2 = layer(&scratch.join("s/2"), &[("from-tree", "t")]);
         let l3 = layer(&scratch.join("s/3"), &[("from-fd", "f")]);
-        for level in [
-            OverlayLevel::DetachedLayers,
-            OverlayLevel::LowerdirFds,
-            OverlayLevel::LowerdirStrings,
-            OverlayLevel::Legacy,
-        ] {
+        for level in ALL_LEVELS {
             // The caller idmaps its own tree; the builder uses it as it is (and idmaps only path layers).
             let mut tree = layermount::DetachedTree::clone_path(&l2, false).unwrap();
             tree.idmap(&ns()).unwrap();
@@ -445,12 +439,7 @@ fn awkward_layer_names_on_every_strategy() {
             .enumerate()
             .map(|(i, n)| layer(&scratch.join("s").join(std::ffi::OsStr::from_bytes(n)), &[(&format!("f{i}"), "x")]))
             .collect();
-        for level in [
-            OverlayLevel::DetachedLayers,
-            OverlayLevel::LowerdirFds,
-            OverlayLevel::LowerdirStrings,
-            OverlayLevel::Legacy,
-        ] {
+        for level in ALL_LEVELS {
             let mnt = scratch.join("mnt");
             let guard = Overlay::new()
                 .lowers(&layers)
