@@ -151,10 +151,9 @@ fn probe_lowerdir_fds(tmp: &DetachedTree) -> Result<()> {
     overlay_with(&[tmp.open_dir_readable("a")?, tmp.open_dir_readable("b")?])
 }
 
-fn probe_detached_layers() -> Result<bool> {
+fn probe_detached_layers(ns: &UserNamespace) -> Result<bool> {
     let mut tmp = scratch_tmpfs()?;
-    let map = IdMap::parse("0:100000:65536")?;
-    if tmp.idmap(&UserNamespace::new(&map, &map)?).is_err() {
+    if tmp.idmap(ns).is_err() {
         return Ok(false);
     }
     Ok(overlay_with(&[tmp.open_dir("a")?, tmp.open_dir("b")?]).is_ok())
@@ -218,9 +217,10 @@ impl Features {
         if !(privileged && new_mount_api) {
             return f;
         }
+        // One user namespace (one short-lived child) serves every idmap probe.
         let map = IdMap::parse("0:100000:65536").expect("constant map is valid");
-        f.idmap_tmpfs =
-            scratch_tmpfs().and_then(|mut t| UserNamespace::new(&map, &map).and_then(|ns| t.idmap(&ns))).is_ok();
+        let ns = UserNamespace::new(&map, &map).ok();
+        f.idmap_tmpfs = ns.as_ref().is_some_and(|ns| scratch_tmpfs().and_then(|mut t| t.idmap(ns)).is_ok());
         f.overlay = FsContext::open("overlay").is_ok();
         if !f.overlay {
             return f;
@@ -229,7 +229,9 @@ impl Features {
             f.overlay_lowerdir_plus = probe_lowerdir_strings(&tmp).is_ok();
             f.overlay_lowerdir_fd = probe_lowerdir_fds(&tmp).is_ok();
         }
-        f.overlay_detached_layers = f.overlay_lowerdir_fd && f.idmap_tmpfs && probe_detached_layers().unwrap_or(false);
+        f.overlay_detached_layers = f.overlay_lowerdir_fd
+            && f.idmap_tmpfs
+            && ns.as_ref().is_some_and(|ns| probe_detached_layers(ns).unwrap_or(false));
         f
     }
 

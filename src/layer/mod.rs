@@ -177,40 +177,33 @@ pub struct ApplyStats {
 }
 
 impl ApplyStats {
-    fn fields(&self) -> [(&'static str, u64); 12] {
+    /// Every counter with its name, in marker order: the one list the marker's writer and reader share.
+    fn fields_mut(&mut self) -> [(&'static str, &mut u64); 12] {
         [
-            ("entries", self.entries),
-            ("files", self.files),
-            ("dirs", self.dirs),
-            ("symlinks", self.symlinks),
-            ("hardlinks", self.hardlinks),
-            ("devices", self.devices),
-            ("fifos", self.fifos),
-            ("whiteouts", self.whiteouts),
-            ("opaque_dirs", self.opaque_dirs),
-            ("skipped_devices", self.skipped_devices),
-            ("dropped_xattrs", self.dropped_xattrs),
-            ("bytes", self.bytes),
+            ("entries", &mut self.entries),
+            ("files", &mut self.files),
+            ("dirs", &mut self.dirs),
+            ("symlinks", &mut self.symlinks),
+            ("hardlinks", &mut self.hardlinks),
+            ("devices", &mut self.devices),
+            ("fifos", &mut self.fifos),
+            ("whiteouts", &mut self.whiteouts),
+            ("opaque_dirs", &mut self.opaque_dirs),
+            ("skipped_devices", &mut self.skipped_devices),
+            ("dropped_xattrs", &mut self.dropped_xattrs),
+            ("bytes", &mut self.bytes),
         ]
     }
 
+    fn fields(&self) -> [(&'static str, u64); 12] {
+        let mut copy = *self;
+        copy.fields_mut().map(|(k, v)| (k, *v))
+    }
+
     fn set(&mut self, key: &str, value: u64) {
-        let slot = match key {
-            "entries" => &mut self.entries,
-            "files" => &mut self.files,
-            "dirs" => &mut self.dirs,
-            "symlinks" => &mut self.symlinks,
-            "hardlinks" => &mut self.hardlinks,
-            "devices" => &mut self.devices,
-            "fifos" => &mut self.fifos,
-            "whiteouts" => &mut self.whiteouts,
-            "opaque_dirs" => &mut self.opaque_dirs,
-            "skipped_devices" => &mut self.skipped_devices,
-            "dropped_xattrs" => &mut self.dropped_xattrs,
-            "bytes" => &mut self.bytes,
-            _ => return,
-        };
-        *slot = value;
+        if let Some((_, slot)) = self.fields_mut().into_iter().find(|(k, _)| *k == key) {
+            *slot = value;
+        }
     }
 }
 
@@ -356,13 +349,12 @@ pub fn apply(reader: impl Read + Send, dest: impl AsRef<Path>, opts: &ApplyOptio
     )
     .map_err(|e| Error::os(OP, e).with_path(&staging.path))?;
 
+    let corrupt =
+        |e: std::io::Error| Error::io(OP, &e).with_path(dest).with_kind(ErrorKind::InvalidLayer(LayerProblem::Corrupt));
     let (summary, crcs, stats, predicted) = std::thread::scope(|s| -> Result<_> {
         let ((tx, recycled), mut chunks) = stream::channel();
         let pump = s.spawn(move || stream::pump(reader, tx, recycled));
         let extracted = (|| -> Result<_> {
-            let corrupt = |e: std::io::Error| {
-                Error::io(OP, &e).with_path(dest).with_kind(ErrorKind::InvalidLayer(LayerProblem::Corrupt))
-            };
             let root_dup = root.try_clone().map_err(|e| Error::io(OP, &e))?;
             let mut ex = Extractor::new(opts, root_dup, staging.path.clone(), lowers);
             let mut archive = tar::Archive::new(&mut chunks);
@@ -381,9 +373,6 @@ pub fn apply(reader: impl Read + Send, dest: impl AsRef<Path>, opts: &ApplyOptio
         drop(chunks);
         let summary = pump.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         let (crcs, stats, predicted) = extracted?;
-        let corrupt = |e: std::io::Error| {
-            Error::io(OP, &e).with_path(dest).with_kind(ErrorKind::InvalidLayer(LayerProblem::Corrupt))
-        };
         drained.map_err(corrupt)?;
         Ok((summary.map_err(corrupt)?, crcs, stats, predicted))
     })?;
