@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion};
-use layermount::{DetachedTree, IdMap, Overlay, OverlayLevel, UserNamespace};
+use layermount::{DetachedTree, IdMap, Overlay, Strategy, UserNamespace};
 use rustix::fs::{CWD, Mode, OFlags};
 use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags};
 
@@ -52,7 +52,7 @@ fn setup(scratch: &Path, n: usize) -> Setup {
     Setup { store, layers, upper, work, target, scratch: scratch.to_path_buf() }
 }
 
-fn ours(s: &Setup, map: &IdMap, level: OverlayLevel) {
+fn ours(s: &Setup, map: &IdMap, level: Strategy) {
     let ns = UserNamespace::cached(map, map).unwrap();
     let o = Overlay::new().lowers(s.layers.iter().rev()).upper(&s.upper, &s.work).idmap(ns).strategy(level);
     // A single layer with an upper is a valid overlay; so is any count here.
@@ -156,12 +156,7 @@ fn bench(c: &mut Criterion, scratch: &Path) {
     g.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
     for n in COUNTS {
         let s = setup(scratch, n);
-        for level in [
-            OverlayLevel::DetachedLayers,
-            OverlayLevel::LowerdirFds,
-            OverlayLevel::LowerdirStrings,
-            OverlayLevel::Legacy,
-        ] {
+        for level in [Strategy::DetachedFds, Strategy::AttachedFds, Strategy::Strings, Strategy::Legacy] {
             g.bench_with_input(BenchmarkId::new(format!("layermount/{level}"), n), &n, |b, _| {
                 b.iter(|| ours(&s, &map, level))
             });

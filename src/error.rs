@@ -25,7 +25,7 @@ pub enum ErrorKind {
     AlreadyAttached,
     /// The tree already carries an idmap; the kernel refuses a second one.
     AlreadyIdmapped,
-    /// The running kernel (or the forced feature level) lacks what the operation needs.
+    /// The running kernel (or the forced strategy) lacks what the operation needs.
     NotSupported,
     /// An argument was wrong: a relative path where an absolute one is needed, a file where a directory is
     /// needed, an empty name, and so on.

@@ -1,5 +1,5 @@
 //! [`Features`]: one cached probe of what the running kernel can do, by trying each operation, and a way to force
-//! a lower [`OverlayLevel`] so every fallback path can be exercised on a new kernel.
+//! a lower [`Strategy`] so every fallback path can be exercised on a new kernel.
 //!
 //! The probes that need privilege work on detached tmpfs mounts made with `fsmount`, which are never attached to
 //! any mount table, so probing changes nothing on the host.
@@ -20,60 +20,66 @@ use crate::tree::DetachedTree;
 use crate::userns::UserNamespace;
 
 /// The environment variable that caps the overlay strategy: `legacy`, `string`, `fd-attached` or `fd`.
-pub const OVERLAY_LEVEL_ENV: &str = "LAYERMOUNT_OVERLAY_LEVEL";
+///
+/// Its earlier name, `LAYERMOUNT_OVERLAY_LEVEL`, is still read when this one is unset.
+pub const STRATEGY_ENV: &str = "LAYERMOUNT_STRATEGY";
+
+/// The earlier name of [`STRATEGY_ENV`].
+const STRATEGY_ENV_OLD: &str = "LAYERMOUNT_OVERLAY_LEVEL";
 
 /// `STATX_MNT_ID_UNIQUE` (Linux 6.8).
 const STATX_MNT_ID_UNIQUE: u32 = 0x4000;
 
-/// How overlay layers can be handed to the kernel, best last. Each level implies the ones below it.
+/// How overlay layers are handed to the kernel: the overlay strategy, best last. A kernel that supports one
+/// strategy supports every one below it.
 ///
 /// ```
-/// use layermount::OverlayLevel;
-/// assert!(OverlayLevel::DetachedLayers > OverlayLevel::Legacy);
-/// assert_eq!("fd".parse::<OverlayLevel>()?, OverlayLevel::DetachedLayers);
-/// assert_eq!("fd-attached".parse::<OverlayLevel>()?, OverlayLevel::LowerdirFds);
+/// use layermount::Strategy;
+/// assert!(Strategy::DetachedFds > Strategy::Legacy);
+/// assert_eq!("fd".parse::<Strategy>()?, Strategy::DetachedFds);
+/// assert_eq!("fd-attached".parse::<Strategy>()?, Strategy::AttachedFds);
 /// # Ok::<(), layermount::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum OverlayLevel {
+pub enum Strategy {
     /// `mount(2)` with one `lowerdir=a:b:c` string (any kernel; one page of options).
     Legacy,
     /// `fsconfig(FSCONFIG_SET_STRING, "lowerdir+")` per layer (Linux 6.8).
-    LowerdirStrings,
+    Strings,
     /// `fsconfig(FSCONFIG_SET_FD, "lowerdir+")` per layer with `O_RDONLY` fds (Linux 6.13).
-    LowerdirFds,
+    AttachedFds,
     /// `O_PATH` layer fds opened inside detached (idmapped) clones (Linux 6.15, 6.13.10, 6.14.2).
-    DetachedLayers,
+    DetachedFds,
 }
 
-impl OverlayLevel {
-    /// The name used by [`OVERLAY_LEVEL_ENV`] and the CLI.
+impl Strategy {
+    /// The name used by [`STRATEGY_ENV`] and the CLI.
     pub fn name(self) -> &'static str {
         match self {
             Self::Legacy => "legacy",
-            Self::LowerdirStrings => "string",
-            Self::LowerdirFds => "fd-attached",
-            Self::DetachedLayers => "fd",
+            Self::Strings => "string",
+            Self::AttachedFds => "fd-attached",
+            Self::DetachedFds => "fd",
         }
     }
 }
 
-impl fmt::Display for OverlayLevel {
+impl fmt::Display for Strategy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
 }
 
-impl std::str::FromStr for OverlayLevel {
+impl std::str::FromStr for Strategy {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         Ok(match s {
             "legacy" => Self::Legacy,
-            "string" => Self::LowerdirStrings,
-            "fd-attached" => Self::LowerdirFds,
-            "fd" => Self::DetachedLayers,
+            "string" => Self::Strings,
+            "fd-attached" => Self::AttachedFds,
+            "fd" => Self::DetachedFds,
             _ => {
-                return Err(Error::new(ErrorKind::InvalidInput, "parse overlay level")
+                return Err(Error::new(ErrorKind::InvalidInput, "parse overlay strategy")
                     .with_detail(format!("\"{s}\" is not one of legacy, string, fd-attached, fd")));
             }
         })
@@ -84,7 +90,7 @@ impl std::str::FromStr for OverlayLevel {
 ///
 /// ```no_run
 /// let f = layermount::Features::get();
-/// println!("kernel {}: overlay level {}", f.kernel_release, f.overlay_level());
+/// println!("kernel {}: overlay strategy {}", f.kernel_release, f.strategy());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -160,17 +166,17 @@ fn probe_detached_layers(ns: &UserNamespace) -> Result<bool> {
 }
 
 impl Features {
-    /// The process-wide probe result, made on first call, with [`OVERLAY_LEVEL_ENV`] applied if set (an
+    /// The process-wide probe result, made on first call, with [`STRATEGY_ENV`] applied if set (an
     /// unknown value is ignored with a warning on stderr).
     pub fn get() -> &'static Features {
         static CACHE: OnceLock<Features> = OnceLock::new();
         CACHE.get_or_init(|| {
             let f = Features::probe();
-            match std::env::var(OVERLAY_LEVEL_ENV) {
+            match std::env::var(STRATEGY_ENV).or_else(|_| std::env::var(STRATEGY_ENV_OLD)) {
                 Ok(v) => match v.parse() {
-                    Ok(level) => f.limited_to(level),
+                    Ok(strategy) => f.limited_to(strategy),
                     Err(e) => {
-                        eprintln!("layermount: ignoring {OVERLAY_LEVEL_ENV}: {e}");
+                        eprintln!("layermount: ignoring {STRATEGY_ENV}: {e}");
                         f
                     }
                 },
@@ -239,38 +245,38 @@ impl Features {
     ///
     /// ```
     /// let f = layermount::Features::probe();
-    /// let _level = f.overlay_level();
+    /// let _strategy = f.strategy();
     /// ```
-    pub fn overlay_level(&self) -> OverlayLevel {
+    pub fn strategy(&self) -> Strategy {
         if self.overlay_detached_layers {
-            OverlayLevel::DetachedLayers
+            Strategy::DetachedFds
         } else if self.overlay_lowerdir_fd {
-            OverlayLevel::LowerdirFds
+            Strategy::AttachedFds
         } else if self.overlay_lowerdir_plus {
-            OverlayLevel::LowerdirStrings
+            Strategy::Strings
         } else {
-            OverlayLevel::Legacy
+            Strategy::Legacy
         }
     }
 
-    /// These features with every overlay capability above `level` turned off (and `open_tree_attr`, which only
-    /// kernels of the top level have), so code paths for older kernels can be tested on this one.
+    /// These features with every overlay capability above `strategy` turned off (and `open_tree_attr`, which only
+    /// kernels of the top strategy have), so code paths for older kernels can be tested on this one.
     ///
     /// ```
-    /// use layermount::{Features, OverlayLevel};
-    /// let f = Features::probe().limited_to(OverlayLevel::Legacy);
-    /// assert_eq!(f.overlay_level(), OverlayLevel::Legacy);
+    /// use layermount::{Features, Strategy};
+    /// let f = Features::probe().limited_to(Strategy::Legacy);
+    /// assert_eq!(f.strategy(), Strategy::Legacy);
     /// ```
-    pub fn limited_to(&self, level: OverlayLevel) -> Features {
+    pub fn limited_to(&self, strategy: Strategy) -> Features {
         let mut f = self.clone();
-        if level < OverlayLevel::DetachedLayers {
+        if strategy < Strategy::DetachedFds {
             f.overlay_detached_layers = false;
             f.open_tree_attr = false;
         }
-        if level < OverlayLevel::LowerdirFds {
+        if strategy < Strategy::AttachedFds {
             f.overlay_lowerdir_fd = false;
         }
-        if level < OverlayLevel::LowerdirStrings {
+        if strategy < Strategy::Strings {
             f.overlay_lowerdir_plus = false;
             f.statx_mnt_id_unique = false;
         }

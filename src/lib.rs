@@ -60,7 +60,7 @@ extern crate self as layermount;
 mod test_common;
 
 pub use error::{Error, ErrorKind, IdMapProblem, LayerProblem, OverlayProblem, Result};
-pub use features::{Features, OVERLAY_LEVEL_ENV, OverlayLevel, idmap_supported};
+pub use features::{Features, STRATEGY_ENV, Strategy, idmap_supported};
 pub use fscontext::FsContext;
 pub use guard::MountGuard;
 pub use idmap::{IdMap, IdRange, MAX_EXTENTS};

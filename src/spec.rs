@@ -8,7 +8,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::features::OverlayLevel;
+use crate::features::Strategy;
 use crate::fscontext::FsContext;
 use crate::guard::MountGuard;
 use crate::idmap::IdMap;
@@ -259,7 +259,7 @@ impl MountSpec {
     }
 
     /// Like [`mount`](Self::mount) with the overlay strategy forced (ignored for other types).
-    pub fn mount_with_strategy(&self, strategy: Option<OverlayLevel>) -> Result<MountGuard> {
+    pub fn mount_with_strategy(&self, strategy: Option<Strategy>) -> Result<MountGuard> {
         let kind = self.kind()?;
         let plan = self.plan()?;
         for spec in &plan.mkdirs {
@@ -315,12 +315,7 @@ impl MountSpec {
         tree.attach(&self.target)
     }
 
-    fn overlay(
-        &self,
-        plan: &Plan,
-        userns: Option<UserNamespace>,
-        strategy: Option<OverlayLevel>,
-    ) -> Result<DetachedTree> {
+    fn overlay(&self, plan: &Plan, userns: Option<UserNamespace>, strategy: Option<Strategy>) -> Result<DetachedTree> {
         let lowerdir = plan.lowerdir.as_deref().ok_or_else(|| spec_error("overlay needs lowerdir="))?;
         let (lowers, data) = match lowerdir.split_once("::") {
             Some((l, d)) => (l, Some(d)),

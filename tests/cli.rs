@@ -44,11 +44,11 @@ fn probe_honours_a_forced_level() {
     }
     let o = Command::new(env!("CARGO_BIN_EXE_layermount"))
         .arg("probe")
-        .env(layermount::OVERLAY_LEVEL_ENV, "string")
+        .env(layermount::STRATEGY_ENV, "string")
         .output()
         .unwrap();
     let out = String::from_utf8(o.stdout).unwrap();
-    assert!(out.contains("overlay_level: string\n"), "{out}");
+    assert!(out.contains("strategy: string\n"), "{out}");
     assert!(out.contains("overlay_lowerdir_fd: no\n"), "{out}");
 }
 

@@ -2,7 +2,7 @@
 
 mod common;
 
-use layermount::{ErrorKind, Features, FsContext, OverlayLevel};
+use layermount::{ErrorKind, Features, FsContext, Strategy};
 
 fn kernel_at_least(f: &Features, major: u32, minor: u32) -> bool {
     let mut it = f.kernel_release.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse::<u32>().ok());
@@ -21,10 +21,10 @@ fn probe_matches_this_kernel() {
     if kernel_at_least(&f, 6, 15) {
         assert!(f.open_tree_attr && f.statx_mnt_id_unique && f.idmap_tmpfs, "{f:?}");
         assert!(f.overlay_lowerdir_plus && f.overlay_lowerdir_fd && f.overlay_detached_layers, "{f:?}");
-        assert_eq!(f.overlay_level(), OverlayLevel::DetachedLayers);
+        assert_eq!(f.strategy(), Strategy::DetachedFds);
     }
-    // The cached value equals a fresh probe when no level is forced.
-    if std::env::var_os(layermount::OVERLAY_LEVEL_ENV).is_none() {
+    // The cached value equals a fresh probe when no strategy is forced.
+    if std::env::var_os(layermount::STRATEGY_ENV).is_none() {
         assert_eq!(Features::get(), &f);
     }
 }
@@ -42,23 +42,21 @@ fn unprivileged_probe_reports_syscalls_but_no_mounts() {
     .unwrap();
     assert!(!f.privileged);
     assert!(f.mount_setattr && f.new_mount_api, "presence is probed without privilege: {f:?}");
-    assert!(!f.overlay && !f.idmap_tmpfs && f.overlay_level() == OverlayLevel::Legacy, "{f:?}");
+    assert!(!f.overlay && !f.idmap_tmpfs && f.strategy() == Strategy::Legacy, "{f:?}");
 }
 
 #[test]
 fn levels_can_be_forced_down() {
     let f = Features::probe();
-    for level in
-        [OverlayLevel::Legacy, OverlayLevel::LowerdirStrings, OverlayLevel::LowerdirFds, OverlayLevel::DetachedLayers]
-    {
-        let limited = f.limited_to(level);
-        assert!(limited.overlay_level() <= level);
-        if f.overlay_level() >= level {
-            assert_eq!(limited.overlay_level(), level);
+    for strategy in [Strategy::Legacy, Strategy::Strings, Strategy::AttachedFds, Strategy::DetachedFds] {
+        let limited = f.limited_to(strategy);
+        assert!(limited.strategy() <= strategy);
+        if f.strategy() >= strategy {
+            assert_eq!(limited.strategy(), strategy);
         }
-        assert_eq!(level.name().parse::<OverlayLevel>().unwrap(), level);
+        assert_eq!(strategy.name().parse::<Strategy>().unwrap(), strategy);
     }
-    let err = "newest".parse::<OverlayLevel>().unwrap_err();
+    let err = "newest".parse::<Strategy>().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.to_string().contains("\"newest\""), "{err}");
 }

@@ -464,11 +464,7 @@ fn setgid_store_and_directories_met_again() {
 
 #[test]
 fn data_only_layers_stay_out_of_the_merged_view() {
-    for level in [
-        layermount::OverlayLevel::DetachedLayers,
-        layermount::OverlayLevel::LowerdirStrings,
-        layermount::OverlayLevel::Legacy,
-    ] {
+    for level in [layermount::Strategy::DetachedFds, layermount::Strategy::Strings, layermount::Strategy::Legacy] {
         privileged(&format!("data_only_layers_stay_out_of_the_merged_view/{level}"), move |scratch| {
             let store = scratch.join("store");
             fs::create_dir(&store).unwrap();

@@ -6,11 +6,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::{chown, owner, privileged};
-use layermount::{ErrorKind, IdMap, MountTable, Overlay, OverlayLevel, OverlayOption, OverlayProblem, UserNamespace};
+use layermount::{ErrorKind, IdMap, MountTable, Overlay, OverlayOption, OverlayProblem, Strategy, UserNamespace};
 
 /// Every strategy, best first.
-const ALL_LEVELS: [OverlayLevel; 4] =
-    [OverlayLevel::DetachedLayers, OverlayLevel::LowerdirFds, OverlayLevel::LowerdirStrings, OverlayLevel::Legacy];
+const ALL_LEVELS: [Strategy; 4] = [Strategy::DetachedFds, Strategy::AttachedFds, Strategy::Strings, Strategy::Legacy];
 
 /// Container uid/gid 1000 is host root; container 0..1000 are host 100000..101000.
 fn ns() -> UserNamespace {
@@ -51,7 +50,7 @@ fn stage(scratch: &Path) -> PathBuf {
     s
 }
 
-fn two_layers_merge_read_only(level: OverlayLevel) {
+fn two_layers_merge_read_only(level: Strategy) {
     privileged(&format!("two_layers_merge_read_only/{level}"), move |scratch| {
         let stage = stage(scratch);
         let l1 = layer(&scratch.join("store/l1"), &[("a", "a1"), ("b", "b1")]);
@@ -69,7 +68,7 @@ fn two_layers_merge_read_only(level: OverlayLevel) {
     });
 }
 
-fn idmapped_layers_and_upper(level: OverlayLevel) {
+fn idmapped_layers_and_upper(level: Strategy) {
     privileged(&format!("idmapped_layers_and_upper/{level}"), move |scratch| {
         let stage = stage(scratch);
         let store = scratch.join("store");
@@ -105,7 +104,7 @@ fn idmapped_layers_and_upper(level: OverlayLevel) {
     });
 }
 
-fn whiteouts_and_opaque_dirs(level: OverlayLevel) {
+fn whiteouts_and_opaque_dirs(level: Strategy) {
     privileged(&format!("whiteouts_and_opaque_dirs/{level}"), move |scratch| {
         let stage = stage(scratch);
         let base = layer(&scratch.join("s/base"), &[("gone", "g"), ("d/x", "x"), ("d/y", "y"), ("keep", "k")]);
@@ -128,7 +127,7 @@ fn whiteouts_and_opaque_dirs(level: OverlayLevel) {
     });
 }
 
-fn failures_leave_nothing(level: OverlayLevel) {
+fn failures_leave_nothing(level: Strategy) {
     privileged(&format!("failures_leave_nothing/{level}"), move |scratch| {
         let stage = stage(scratch);
         let l1 = layer(&scratch.join("s/1"), &[("a", "a")]);
@@ -152,7 +151,7 @@ fn failures_leave_nothing(level: OverlayLevel) {
             .mount_at(&mnt)
             .unwrap_err();
         assert_eq!(err.raw_os_error(), Some(22), "{err}");
-        if level != OverlayLevel::Legacy {
+        if level != Strategy::Legacy {
             assert!(err.kernel_messages().iter().any(|m| m.contains("no_such_option")), "{err}");
         }
         assert!(!mnt.exists(), "no mount point left");
@@ -160,7 +159,7 @@ fn failures_leave_nothing(level: OverlayLevel) {
     });
 }
 
-fn many_layers(level: OverlayLevel, count: usize) {
+fn many_layers(level: Strategy, count: usize) {
     privileged(&format!("many_layers/{level}/{count}"), move |scratch| {
         let stage = stage(scratch);
         let layers: Vec<PathBuf> = (0..count)
@@ -189,7 +188,7 @@ macro_rules! strategy_suite {
     ($($module:ident => $level:expr),* $(,)?) => {$(
         mod $module {
             use super::*;
-            const LEVEL: OverlayLevel = $level;
+            const LEVEL: Strategy = $level;
             #[test]
             fn two_layers_merge_read_only() { super::two_layers_merge_read_only(LEVEL) }
             #[test]
@@ -209,10 +208,10 @@ macro_rules! strategy_suite {
 }
 
 strategy_suite! {
-    fd_detached => OverlayLevel::DetachedLayers,
-    fd_attached => OverlayLevel::LowerdirFds,
-    string => OverlayLevel::LowerdirStrings,
-    legacy => OverlayLevel::Legacy,
+    fd_detached => Strategy::DetachedFds,
+    fd_attached => Strategy::AttachedFds,
+    string => Strategy::Strings,
+    legacy => Strategy::Legacy,
 }
 
 #[test]
@@ -266,7 +265,7 @@ fn the_501st_layer_is_refused() {
 }
 
 /// 200 layers whose paths are each longer than 255 bytes (the fsconfig string cap).
-fn long_paths(level: OverlayLevel) {
+fn long_paths(level: Strategy) {
     privileged(&format!("long_paths/{level}"), move |scratch| {
         let stage = stage(scratch);
         let deep = scratch.join("x".repeat(200)).join("y".repeat(60));
@@ -291,19 +290,19 @@ fn long_paths(level: OverlayLevel) {
 
 #[test]
 fn long_paths_fd_detached() {
-    long_paths(OverlayLevel::DetachedLayers)
+    long_paths(Strategy::DetachedFds)
 }
 #[test]
 fn long_paths_fd_attached() {
-    long_paths(OverlayLevel::LowerdirFds)
+    long_paths(Strategy::AttachedFds)
 }
 #[test]
 fn long_paths_string() {
-    long_paths(OverlayLevel::LowerdirStrings)
+    long_paths(Strategy::Strings)
 }
 #[test]
 fn long_paths_legacy() {
-    long_paths(OverlayLevel::Legacy)
+    long_paths(Strategy::Legacy)
 }
 
 #[test]
@@ -312,12 +311,12 @@ fn legacy_refuses_an_option_string_over_a_page() {
         // 40 layers with 200-byte names in different parents: even relative paths exceed 4095 bytes.
         let layers: Vec<PathBuf> =
             (0..40).map(|i| layer(&scratch.join(format!("{i}-{}", "n".repeat(200))), &[])).collect();
-        let err = Overlay::new().lowers(&layers).strategy(OverlayLevel::Legacy).mount().unwrap_err();
+        let err = Overlay::new().lowers(&layers).strategy(Strategy::Legacy).mount().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidOverlay(OverlayProblem::OptionsTooLong), "{err}");
         // 15 such layers fit once relative to their common parent.
         let guard = Overlay::new()
             .lowers(&layers[..15])
-            .strategy(OverlayLevel::Legacy)
+            .strategy(Strategy::Legacy)
             .staging_dir(scratch)
             .mount_at(scratch.join("m"))
             .unwrap();
@@ -345,8 +344,8 @@ fn unmapped_mounter_with_idmapped_upper_is_refused() {
 
 #[test]
 fn forcing_a_strategy_the_kernel_lacks_is_an_error() {
-    let f = layermount::Features::probe().limited_to(OverlayLevel::LowerdirStrings);
-    let err = Overlay::new().features(f).strategy(OverlayLevel::DetachedLayers).mount().unwrap_err();
+    let f = layermount::Features::probe().limited_to(Strategy::Strings);
+    let err = Overlay::new().features(f).strategy(Strategy::DetachedFds).mount().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotSupported, "{err}");
 }
 
@@ -355,7 +354,7 @@ fn fast_path_attaches_nothing_but_the_overlay() {
     privileged("fast_path_attaches_nothing_but_the_overlay", |scratch| {
         let layers: Vec<PathBuf> = (0..16).map(|i| layer(&scratch.join(format!("l/{i}")), &[("f", "x")])).collect();
         let before = MountTable::current().unwrap();
-        let tree = Overlay::new().lowers(&layers).idmap(ns()).strategy(OverlayLevel::DetachedLayers).mount().unwrap();
+        let tree = Overlay::new().lowers(&layers).idmap(ns()).strategy(Strategy::DetachedFds).mount().unwrap();
         assert!(MountTable::current().unwrap().changes_since(&before).is_empty(), "nothing attached yet");
         let guard = tree.attach(scratch.join("m")).unwrap();
         let changes = MountTable::current().unwrap().changes_since(&before);

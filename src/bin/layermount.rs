@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use layermount::{
-    ApplyOptions, Features, IdMap, MountGuard, MountSpec, OverlayLevel, SyncMode, WhiteoutMode, apply, recover,
-    remove_all, verify,
+    ApplyOptions, Features, IdMap, MountGuard, MountSpec, Strategy, SyncMode, WhiteoutMode, apply, recover, remove_all,
+    verify,
 };
 
 #[derive(Parser, Debug)]
@@ -52,7 +52,7 @@ enum Command {
         gidmap: Option<IdMap>,
         /// How overlay layers reach the kernel: auto (the best this kernel has), fd, fd-attached, string, legacy.
         #[arg(long, default_value = "auto", value_parser = parse_strategy)]
-        strategy: Strategy,
+        strategy: StrategyArg,
         /// [SOURCE] TARGET (SOURCE defaults to the type's name).
         #[arg(num_args = 1..=2, required = true, value_name = "SOURCE TARGET")]
         paths: Vec<String>,
@@ -102,14 +102,14 @@ enum Command {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Strategy(Option<OverlayLevel>);
+struct StrategyArg(Option<Strategy>);
 
-fn parse_strategy(s: &str) -> Result<Strategy, String> {
+fn parse_strategy(s: &str) -> Result<StrategyArg, String> {
     if s == "auto" {
-        return Ok(Strategy(None));
+        return Ok(StrategyArg(None));
     }
     s.parse()
-        .map(|l| Strategy(Some(l)))
+        .map(|l| StrategyArg(Some(l)))
         .map_err(|_| format!("\"{s}\" is not one of auto, fd, fd-attached, string, legacy"))
 }
 
@@ -141,7 +141,7 @@ struct MountArgs {
     work: Option<PathBuf>,
     uidmap: Option<IdMap>,
     gidmap: Option<IdMap>,
-    strategy: Strategy,
+    strategy: StrategyArg,
     paths: Vec<String>,
 }
 
@@ -247,17 +247,17 @@ fn probe(json: bool) {
     if json {
         let fields: Vec<String> = f.list().iter().map(|(name, yes)| format!("\"{name}\":{yes}")).collect();
         println!(
-            "{{\"kernel\":{},\"features\":{{{}}},\"overlay_level\":\"{}\"}}",
+            "{{\"kernel\":{},\"features\":{{{}}},\"strategy\":\"{}\"}}",
             json_string(&f.kernel_release),
             fields.join(","),
-            f.overlay_level()
+            f.strategy()
         );
     } else {
         println!("kernel: {}", f.kernel_release);
         for (name, yes) in f.list() {
             println!("{name}: {}", if yes { "yes" } else { "no" });
         }
-        println!("overlay_level: {}", f.overlay_level());
+        println!("strategy: {}", f.strategy());
     }
 }
 

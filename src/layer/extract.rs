@@ -21,8 +21,9 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, StatxFlags, Time
 use rustix::io::Errno;
 
 use super::digest::{self, CrcCache};
+use super::options::{ApplyOptions, DeviceMode, SyncMode, WhiteoutMode};
+use super::record::ApplyStats;
 use super::xattr;
-use super::{ApplyOptions, ApplyStats, DeviceMode, SyncMode, WhiteoutMode};
 use crate::error::{Error, ErrorKind, LayerProblem, Result};
 
 const OP: &str = "apply layer";

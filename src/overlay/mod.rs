@@ -1,13 +1,13 @@
 //! [`Overlay`]: compose an overlay root filesystem from image layers, idmapped for a user-namespaced container, with
 //! no temporary mount ever attached on kernels that take layers as file descriptors.
 //!
-//! Strategies, picked from [`Features`] (or forced with [`Overlay::strategy`] / `LAYERMOUNT_OVERLAY_LEVEL`):
+//! Strategies, picked from [`Features`] (or forced with [`Overlay::strategy`] / `LAYERMOUNT_STRATEGY`):
 //!
-//! | [`OverlayLevel`] | kernel | layers reach the kernel as | idmapping |
+//! | [`Strategy`] | kernel | layers reach the kernel as | idmapping |
 //! |---|---|---|---|
-//! | `DetachedLayers` | 6.15 | `O_PATH` fds, `fsconfig(FSCONFIG_SET_FD, "lowerdir+")` | one *detached* idmapped clone per mount the layers are on |
-//! | `LowerdirFds` | 6.13 | `O_RDONLY` fds, same call | one idmapped clone per mount, attached under a private staging directory while the overlay is made |
-//! | `LowerdirStrings` | 6.8 | `fsconfig(FSCONFIG_SET_STRING, "lowerdir+")`, paths over 255 bytes made relative by a `fchdir` in a thread of its own | as above |
+//! | `DetachedFds` | 6.15 | `O_PATH` fds, `fsconfig(FSCONFIG_SET_FD, "lowerdir+")` | one *detached* idmapped clone per mount the layers are on |
+//! | `AttachedFds` | 6.13 | `O_RDONLY` fds, same call | one idmapped clone per mount, attached under a private staging directory while the overlay is made |
+//! | `Strings` | 6.8 | `fsconfig(FSCONFIG_SET_STRING, "lowerdir+")`, paths over 255 bytes made relative by a `fchdir` in a thread of its own | as above |
 //! | `Legacy` | any | `mount(2)` with one `lowerdir=` string, checked against the 4095-byte page (compacted to relative paths when that makes it fit; refused otherwise) | as above |
 //!
 //! In every strategy the overlay is created first as a detached tree; [`Overlay::mount_at`] then attaches it.
@@ -32,7 +32,7 @@ use layers::{Resolved, Role};
 use staging::{Staging, open_beneath, with_own_cwd};
 
 use crate::error::{Error, ErrorKind, OverlayProblem, Result};
-use crate::features::{Features, OverlayLevel};
+use crate::features::{Features, Strategy};
 use crate::fscontext::FsContext;
 use crate::guard::MountGuard;
 use crate::tree::{DetachedTree, MountAttrs};
@@ -125,7 +125,7 @@ pub struct Overlay {
     userns: Option<UserNamespace>,
     idmap_upper: bool,
     attrs: MountAttrs,
-    strategy: Option<OverlayLevel>,
+    strategy: Option<Strategy>,
     features: Option<Features>,
     staging_parent: Option<PathBuf>,
 }
@@ -205,8 +205,8 @@ impl Overlay {
     }
 
     /// Force a strategy instead of the best one the kernel supports (an error if the kernel lacks it).
-    pub fn strategy(mut self, level: OverlayLevel) -> Self {
-        self.strategy = Some(level);
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = Some(strategy);
         self
     }
 
@@ -230,20 +230,20 @@ impl Overlay {
     /// println!("composing with {}", o.chosen_strategy()?);
     /// # Ok::<(), layermount::Error>(())
     /// ```
-    pub fn chosen_strategy(&self) -> Result<OverlayLevel> {
+    pub fn chosen_strategy(&self) -> Result<Strategy> {
         let features = self.features.clone().unwrap_or_else(|| Features::get().clone());
-        let best = features.overlay_level();
+        let best = features.strategy();
         match self.strategy {
             None => Ok(best),
-            Some(level) if level <= best => Ok(level),
-            Some(level) => Err(Error::new(ErrorKind::NotSupported, "compose overlay")
-                .with_detail(format!("strategy {level} needs a newer kernel (best here: {best})"))),
+            Some(s) if s <= best => Ok(s),
+            Some(s) => Err(Error::new(ErrorKind::NotSupported, "compose overlay")
+                .with_detail(format!("strategy {s} needs a newer kernel (best here: {best})"))),
         }
     }
 
     /// Make the overlay as a detached tree (attached nowhere).
     pub fn mount(self) -> Result<DetachedTree> {
-        let level = self.chosen_strategy()?;
+        let strategy = self.chosen_strategy()?;
         for o in &self.options {
             let (k, _) = o.key_value();
             if matches!(k, "lowerdir" | "lowerdir+" | "upperdir" | "workdir" | "datadir+") {
@@ -256,21 +256,21 @@ impl Overlay {
         if self.idmap_upper && self.upper.is_some() {
             self.check_upper_map()?;
         }
-        let tree = match level {
-            OverlayLevel::DetachedLayers => self.compose_fds(&resolved, None)?,
-            OverlayLevel::LowerdirFds => {
+        let tree = match strategy {
+            Strategy::DetachedFds => self.compose_fds(&resolved, None)?,
+            Strategy::AttachedFds => {
                 let mut staging = self.staging()?;
                 let tree = self.compose_fds(&resolved, Some(&mut staging))?;
                 staging.cleanup()?;
                 tree
             }
-            OverlayLevel::LowerdirStrings => {
+            Strategy::Strings => {
                 let mut staging = self.staging()?;
                 let tree = self.compose_strings(&resolved, &mut staging)?;
                 staging.cleanup()?;
                 tree
             }
-            OverlayLevel::Legacy => {
+            Strategy::Legacy => {
                 let mut staging = self.staging()?;
                 let tree = self.compose_legacy(&resolved, &mut staging)?;
                 staging.cleanup()?;

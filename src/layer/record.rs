@@ -1,0 +1,197 @@
+//! The commit record: [`AppliedLayer`] and [`ApplyStats`], and the marker file `<dir>.commit` that holds them.
+//!
+//! The marker is written last, through a temporary file and a rename, so a layer directory without one was never
+//! committed, whatever it holds.
+
+use std::fmt;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+
+use super::layer_error;
+use super::stream::Compression;
+use crate::error::{Error, LayerProblem, Result};
+#[cfg(doc)]
+use crate::layer::{DeviceMode, verify};
+
+const MARKER_HEADER: &str = "layermount-layer-commit 1";
+
+/// Counts of what [`apply`](fn@crate::apply) did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    /// Archive entries read (PAX global headers excluded).
+    pub entries: u64,
+    /// Regular files written.
+    pub files: u64,
+    /// Directories from directory entries.
+    pub dirs: u64,
+    /// Symlinks.
+    pub symlinks: u64,
+    /// Hardlinks.
+    pub hardlinks: u64,
+    /// Device nodes.
+    pub devices: u64,
+    /// FIFOs.
+    pub fifos: u64,
+    /// Whiteouts written.
+    pub whiteouts: u64,
+    /// Directories made opaque.
+    pub opaque_dirs: u64,
+    /// Device nodes skipped ([`DeviceMode::Skip`]).
+    pub skipped_devices: u64,
+    /// `*.overlay.*` xattrs from the archive that were dropped.
+    pub dropped_xattrs: u64,
+    /// Bytes of file data written.
+    pub bytes: u64,
+}
+
+impl ApplyStats {
+    /// Every counter with its name, in marker order: the one list the marker's writer and reader share.
+    fn fields_mut(&mut self) -> [(&'static str, &mut u64); 12] {
+        [
+            ("entries", &mut self.entries),
+            ("files", &mut self.files),
+            ("dirs", &mut self.dirs),
+            ("symlinks", &mut self.symlinks),
+            ("hardlinks", &mut self.hardlinks),
+            ("devices", &mut self.devices),
+            ("fifos", &mut self.fifos),
+            ("whiteouts", &mut self.whiteouts),
+            ("opaque_dirs", &mut self.opaque_dirs),
+            ("skipped_devices", &mut self.skipped_devices),
+            ("dropped_xattrs", &mut self.dropped_xattrs),
+            ("bytes", &mut self.bytes),
+        ]
+    }
+
+    fn fields(&self) -> [(&'static str, u64); 12] {
+        let mut copy = *self;
+        copy.fields_mut().map(|(k, v)| (k, *v))
+    }
+
+    fn set(&mut self, key: &str, value: u64) {
+        if let Some((_, slot)) = self.fields_mut().into_iter().find(|(k, _)| *k == key) {
+            *slot = value;
+        }
+    }
+}
+
+impl fmt::Display for ApplyStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.fields().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        f.write_str(&parts.join(" "))
+    }
+}
+
+/// A committed layer: what [`apply`](fn@crate::apply) returns and what the commit marker records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedLayer {
+    /// `sha256:<hex>` of the uncompressed tar stream (the OCI diff_id).
+    pub diff_id: String,
+    /// `sha256:<hex>` content digest of the layer directory (see [`verify`]).
+    pub content_digest: String,
+    /// What was applied.
+    pub stats: ApplyStats,
+    /// Length of the uncompressed tar stream (0 when read back from a marker).
+    pub uncompressed_size: u64,
+    /// The compression the blob had (`None` when read back from a marker).
+    pub compression: Compression,
+}
+
+/// Where the commit marker of the layer directory `dir` lives: `<dir>.commit`, beside it (a file inside the layer
+/// would show up in the container).
+///
+/// ```
+/// assert_eq!(layermount::marker_path("/store/abc"), std::path::Path::new("/store/abc.commit"));
+/// ```
+pub fn marker_path(dir: impl AsRef<Path>) -> PathBuf {
+    let dir = dir.as_ref();
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".commit");
+    dir.with_file_name(name)
+}
+
+pub(super) fn valid_digest(d: &str) -> bool {
+    d.strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn marker_text(layer: &AppliedLayer) -> String {
+    let stats: Vec<String> = layer.stats.fields().iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{MARKER_HEADER}\ndiff_id {}\ncontent {}\nstats {}\n", layer.diff_id, layer.content_digest, stats.join(","))
+}
+
+/// Write `<name>.commit` through a temporary file and a rename, then make both durable.
+pub(super) fn write_marker(
+    parent_fd: &OwnedFd,
+    parent: &Path,
+    name: &std::ffi::OsStr,
+    layer: &AppliedLayer,
+    durable: bool,
+) -> Result<()> {
+    let final_name = marker_path(Path::new(name)).into_os_string();
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(&final_name);
+    tmp_name.push(".tmp");
+    let err = |e: Errno| Error::os("commit layer", e).with_path(parent.join(&final_name));
+    let fd = rustix::fs::openat(
+        parent_fd,
+        &tmp_name,
+        OFlags::CREATE | OFlags::TRUNC | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::from_raw_mode(0o644),
+    )
+    .map_err(err)?;
+    let mut f = std::fs::File::from(fd);
+    f.write_all(marker_text(layer).as_bytes())
+        .map_err(|e| Error::io("commit layer", &e).with_path(parent.join(&tmp_name)))?;
+    if durable {
+        rustix::fs::fsync(&f).map_err(err)?;
+    }
+    rustix::fs::renameat(parent_fd, &tmp_name, parent_fd, &final_name).map_err(err)?;
+    if durable {
+        let dir =
+            rustix::fs::openat(parent_fd, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(err)?;
+        rustix::fs::fsync(&dir).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Read and check the commit marker of `dir`.
+pub(super) fn read_marker(dir: &Path, operation: &'static str) -> Result<AppliedLayer> {
+    let path = marker_path(dir);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(layer_error(LayerProblem::MissingMarker, operation, dir));
+        }
+        Err(e) => return Err(layer_error(LayerProblem::BadMarker, operation, dir).with_detail(e.to_string())),
+    };
+    let bad = |why: &str| layer_error(LayerProblem::BadMarker, operation, dir).with_detail(why.to_string());
+    let mut lines = text.lines();
+    if lines.next() != Some(MARKER_HEADER) {
+        return Err(bad("unknown format"));
+    }
+    let (mut diff_id, mut content, mut stats) = (None, None, ApplyStats::default());
+    for line in lines {
+        match line.split_once(' ') {
+            Some(("diff_id", v)) if valid_digest(v) => diff_id = Some(v.to_string()),
+            Some(("content", v)) if valid_digest(v) => content = Some(v.to_string()),
+            Some(("stats", v)) => {
+                for kv in v.split(',') {
+                    let (k, n) = kv.split_once('=').ok_or_else(|| bad("bad stats"))?;
+                    stats.set(k, n.parse().map_err(|_| bad("bad stats"))?);
+                }
+            }
+            _ => return Err(bad("unknown line")),
+        }
+    }
+    match (diff_id, content) {
+        (Some(diff_id), Some(content_digest)) => {
+            Ok(AppliedLayer { diff_id, content_digest, stats, uncompressed_size: 0, compression: Compression::None })
+        }
+        _ => Err(bad("incomplete")),
+    }
+}
