@@ -116,9 +116,16 @@ pub enum OverlayProblem {
     OptionsTooLong,
     /// An option that names layers (`lowerdir`, `upperdir`, `workdir`, `datadir`) was given as a raw option.
     ReservedOption,
-    /// The overlay has an upper layer but the kernel made it read-only (an idmapped upper whose map does not cover
-    /// the mounter's fsuid does this with no error).
+    /// The overlay has an upper layer but the kernel made it read-only anyway (checked right after mounting; the
+    /// mount is dropped).
     SilentlyReadOnly,
+    /// The upper is to be idmapped, but the map does not hold the mounter's uid and gid on its host side: overlay
+    /// writes the upper with the mounter's credentials through the map, and the kernel would make the overlay
+    /// read-only without an error. Checked before mounting.
+    UpperNotMapped,
+    /// The upper directory already holds files and is owned by someone other than the container's root (the map's
+    /// host ids of container uid 0 and gid 0): it was written for another container or mapping.
+    UpperOwner,
 }
 
 impl fmt::Display for OverlayProblem {
@@ -132,9 +139,9 @@ impl fmt::Display for OverlayProblem {
             Self::NotADirectory => "not a directory",
             Self::OptionsTooLong => "mount(2) option string longer than one page (4095 bytes)",
             Self::ReservedOption => "layer options must be given as layers, not as raw options",
-            Self::SilentlyReadOnly => {
-                "the kernel made the overlay read-only although it has an upper layer (does the upper's idmap cover the mounter's uid?)"
-            }
+            Self::SilentlyReadOnly => "the kernel made the overlay read-only although it has an upper layer",
+            Self::UpperNotMapped => "the upper's idmap does not map the mounter",
+            Self::UpperOwner => "the upper belongs to someone other than the container's root",
         })
     }
 }

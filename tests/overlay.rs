@@ -104,6 +104,75 @@ fn idmapped_layers_and_upper(level: Strategy) {
     });
 }
 
+/// Run `script` with `sh -c` as host uid/gid `id` (the container's root of a 0:100000 map), in this thread's mount
+/// namespace.
+fn sh_as(id: u32, script: &str) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new("sh").arg("-c").arg(script).uid(id).gid(id).output().unwrap()
+}
+
+fn container_root_writes_into_prepared_upper(level: Strategy) {
+    privileged(&format!("container_root_writes_into_prepared_upper/{level}"), move |scratch| {
+        let stage = stage(scratch);
+        let l1 = layer(&scratch.join("store/1"), &[("etc/passwd", "root")]);
+        let map: IdMap = "0:100000:65536".parse().unwrap();
+        let ns = UserNamespace::cached(&map, &map).unwrap();
+        let compose = |name: &str, prepare: bool| {
+            let upper = layer(&scratch.join(name).join("upper"), &[]);
+            let work = layer(&scratch.join(name).join("work"), &[]);
+            let mnt = scratch.join(name).join("rootfs");
+            let guard = Overlay::new()
+                .lower(&l1)
+                .upper(&upper, &work)
+                .idmap(ns.clone())
+                .prepare_upper(prepare)
+                .strategy(level)
+                .staging_dir(&stage)
+                .mount_at(&mnt)
+                .unwrap();
+            (guard, upper, work, mnt)
+        };
+        let (guard, upper, work, mnt) = compose("prepared", true);
+        assert_staging_clean(&stage);
+        assert_eq!(owner(&upper), (100000, 100000), "the empty upper is handed to the container's root");
+        assert_eq!(owner(&work), (100000, 100000));
+        assert_eq!(owner(&mnt), (100000, 100000), "the merged / belongs to the container's root");
+        let out =
+            sh_as(100000, &format!("echo hi > {0}/new && mkdir {0}/dir && echo x >> {0}/etc/passwd", mnt.display()));
+        assert!(out.status.success(), "container root cannot write: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(owner(&upper.join("new")), (100000, 100000), "writes land with the container root's host ids");
+        assert_eq!(owner(&upper.join("dir")), (100000, 100000));
+        assert_eq!(read(&l1.join("etc/passwd")), "root", "the lower layer is untouched");
+        guard.unmount().unwrap();
+        // Mounting again over the same, now non-empty, upper: still the container root's, so accepted.
+        let again = Overlay::new().lower(&l1).upper(&upper, &work).idmap(ns.clone()).strategy(level);
+        again.staging_dir(&stage).mount_at(&mnt).unwrap().unmount().unwrap();
+
+        // Opting out leaves the upper to host root: the container's root is refused.
+        let (guard, upper2, _, mnt2) = compose("kept", false);
+        assert_eq!(owner(&upper2), (0, 0));
+        assert!(!sh_as(100000, &format!("echo hi > {}/new", mnt2.display())).status.success());
+        guard.unmount().unwrap();
+
+        // A non-empty upper that belongs to someone else is refused before anything is mounted.
+        let upper3 = layer(&scratch.join("foreign/upper"), &[("old", "o")]);
+        let work3 = layer(&scratch.join("foreign/work"), &[]);
+        chown(&upper3, 200000, 200000);
+        let err = Overlay::new()
+            .lower(&l1)
+            .upper(&upper3, &work3)
+            .idmap(ns.clone())
+            .strategy(level)
+            .staging_dir(&stage)
+            .mount()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidOverlay(OverlayProblem::UpperOwner), "{err}");
+        assert!(err.to_string().contains("200000:200000"), "{err}");
+        assert_eq!(owner(&upper3), (200000, 200000), "left as it was");
+        assert_staging_clean(&stage);
+    });
+}
+
 fn whiteouts_and_opaque_dirs(level: Strategy) {
     privileged(&format!("whiteouts_and_opaque_dirs/{level}"), move |scratch| {
         let stage = stage(scratch);
@@ -195,6 +264,8 @@ macro_rules! strategy_suite {
             fn idmapped_layers_and_upper() { super::idmapped_layers_and_upper(LEVEL) }
             #[test]
             fn whiteouts_and_opaque_dirs() { super::whiteouts_and_opaque_dirs(LEVEL) }
+            #[test]
+            fn container_root_writes_into_prepared_upper() { super::container_root_writes_into_prepared_upper(LEVEL) }
             #[test]
             fn failures_leave_nothing() { super::failures_leave_nothing(LEVEL) }
             #[test]
@@ -338,7 +409,8 @@ fn unmapped_mounter_with_idmapped_upper_is_refused() {
             .idmap_upper(true)
             .mount()
             .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidOverlay(OverlayProblem::SilentlyReadOnly), "{err}");
+        assert_eq!(err.kind(), ErrorKind::InvalidOverlay(OverlayProblem::UpperNotMapped), "{err}");
+        assert!(err.to_string().contains("does not hold the mounter's uid 0"), "{err}");
     });
 }
 

@@ -16,6 +16,7 @@
 
 mod layers;
 mod staging;
+mod upper;
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -124,6 +125,7 @@ pub struct Overlay {
     options: Vec<OverlayOption>,
     userns: Option<UserNamespace>,
     idmap_upper: bool,
+    keep_upper_owner: bool,
     attrs: MountAttrs,
     strategy: Option<Strategy>,
     features: Option<Features>,
@@ -191,10 +193,41 @@ impl Overlay {
         self
     }
 
-    /// Also idmap the upper and work directories (needs [`idmap`](Self::idmap)). The mounter's uid must be mapped
-    /// by the namespace, or the kernel makes the overlay read-only: that is refused before mounting.
+    /// Also idmap the upper and work directories (needs [`idmap`](Self::idmap)). Overlay writes the upper with the
+    /// mounter's credentials through the map, so the map's host side must hold the mounter's uid and gid (for
+    /// root: a map of host 0); otherwise the kernel would make the overlay read-only, and this is refused before
+    /// mounting with [`OverlayProblem::UpperNotMapped`]. Usually not wanted: the default (a plain upper, prepared
+    /// for the container's root) lets a user-namespaced container write and stores its files with host ids.
+    ///
+    /// ```
+    /// let o = layermount::Overlay::new().lowers(["/l/2", "/l/1"]).upper("/c/upper", "/c/work").idmap_upper(true);
+    /// ```
     pub fn idmap_upper(mut self, yes: bool) -> Self {
         self.idmap_upper = yes;
+        self
+    }
+
+    /// Whether to prepare the upper for the container's root (default: yes). With an [`idmap`](Self::idmap) and a
+    /// plain (not idmapped) upper, an empty upper and work directory are handed to the map's root (the host ids of
+    /// container uid 0 and gid 0) before mounting, so the merged `/` belongs to the container's root and it can
+    /// write; files it writes land on disk with its host ids. An upper that already holds files and belongs to
+    /// someone else is refused ([`OverlayProblem::UpperOwner`]). `prepare_upper(false)` leaves owners as they are.
+    ///
+    /// # Kernel
+    /// Any: a `fchown` of each directory.
+    ///
+    /// ```no_run
+    /// use layermount::{IdMap, Overlay, UserNamespace};
+    /// let map: IdMap = "0:100000:65536".parse()?;
+    /// let root = Overlay::new()
+    ///     .lowers(["/var/lib/layers/2", "/var/lib/layers/1"])
+    ///     .upper("/var/lib/ctr/upper", "/var/lib/ctr/work") // now owned by 100000:100000 if it was empty
+    ///     .idmap(UserNamespace::cached(&map, &map)?)
+    ///     .mount_at("/run/ctr/rootfs")?;
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
+    pub fn prepare_upper(mut self, yes: bool) -> Self {
+        self.keep_upper_owner = !yes;
         self
     }
 
@@ -253,8 +286,12 @@ impl Overlay {
         }
         let resolved = self.resolve()?;
         layers::validate(&resolved, self.upper.is_some())?;
-        if self.idmap_upper && self.upper.is_some() {
-            self.check_upper_map()?;
+        if let (Some(ns), true) = (&self.userns, self.upper.is_some()) {
+            if self.idmap_upper {
+                upper::check_idmapped(ns)?;
+            } else if !self.keep_upper_owner {
+                upper::prepare(&resolved, ns)?;
+            }
         }
         let tree = match strategy {
             Strategy::DetachedFds => self.compose_fds(&resolved, None)?,
@@ -326,17 +363,6 @@ impl Overlay {
                 }
             })
             .collect()
-    }
-
-    fn check_upper_map(&self) -> Result<()> {
-        let Some(ns) = &self.userns else { return Ok(()) };
-        let uid = rustix::process::geteuid().as_raw();
-        let gid = rustix::process::getegid().as_raw();
-        if ns.uid_map().to_container(uid).is_none() || ns.gid_map().to_container(gid).is_none() {
-            return Err(Error::new(ErrorKind::InvalidOverlay(OverlayProblem::SilentlyReadOnly), "compose overlay")
-                .with_detail(format!("the idmap of the upper does not map the mounter's uid {uid} / gid {gid}")));
-        }
-        Ok(())
     }
 
     /// Which resolved directories this builder idmaps.
