@@ -48,8 +48,7 @@ pub(crate) fn prepare(all: &[Resolved], ns: &UserNamespace) -> Result<()> {
 }
 
 fn is_empty(fd: std::os::fd::BorrowedFd<'_>) -> rustix::io::Result<bool> {
-    let mut dir = Dir::read_from(fd)?;
-    while let Some(entry) = dir.next() {
+    for entry in Dir::read_from(fd)? {
         let name = entry?.file_name().to_bytes().to_vec();
         if name != b"." && name != b".." {
             return Ok(false);
