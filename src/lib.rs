@@ -11,7 +11,8 @@
 //! * [`remove_all`]: recursive removal that never crosses a mount or follows a symlink;
 //! * [`Features`]: a cached probe of the running kernel, with forced fallback levels for testing;
 //! * [`MountTable`]: `mountinfo` parsing, the mount a path is on, and a mount-leak check;
-//! * [`FsContext`]: `fsopen`/`fsconfig`/`fsmount` with the kernel's own error messages.
+//! * [`FsContext`]: `fsopen`/`fsconfig`/`fsmount` with the kernel's own error messages;
+//! * [`Fixups`] ([`rootfs`]): `/etc/mtab` and the mount targets of a container root, changed only inside the root.
 //!
 //! Linux only. Most operations need `CAP_SYS_ADMIN`.
 //!
@@ -42,6 +43,7 @@ mod layer;
 mod mountinfo;
 mod overlay;
 mod remove;
+pub mod rootfs;
 mod spec;
 mod sys;
 mod tree;
@@ -71,6 +73,7 @@ pub use layer::{
 pub use mountinfo::{MountChanges, MountInfo, MountTable};
 pub use overlay::{MAX_LAYERS, Overlay, OverlayOption};
 pub use remove::{RemoveStats, remove_all};
+pub use rootfs::{Fixup, FixupReport, Fixups};
 pub use spec::MountSpec;
 pub use tree::{Atime, DetachedTree, MountAttrs, Propagation};
 pub use userns::UserNamespace;
