@@ -294,25 +294,10 @@ impl Overlay {
             }
         }
         let tree = match strategy {
-            Strategy::DetachedFds => self.compose_fds(&resolved, None)?,
-            Strategy::AttachedFds => {
-                let mut staging = self.staging()?;
-                let tree = self.compose_fds(&resolved, Some(&mut staging))?;
-                staging.cleanup()?;
-                tree
-            }
-            Strategy::Strings => {
-                let mut staging = self.staging()?;
-                let tree = self.compose_strings(&resolved, &mut staging)?;
-                staging.cleanup()?;
-                tree
-            }
-            Strategy::Legacy => {
-                let mut staging = self.staging()?;
-                let tree = self.compose_legacy(&resolved, &mut staging)?;
-                staging.cleanup()?;
-                tree
-            }
+            Strategy::DetachedFds => self.compose_detached_fds(&resolved)?,
+            Strategy::AttachedFds => self.staged_compose(|s| self.compose_attached_fds(&resolved, s))?,
+            Strategy::Strings => self.staged_compose(|s| self.compose_strings(&resolved, s))?,
+            Strategy::Legacy => self.staged_compose(|s| self.compose_legacy(&resolved, s))?,
         };
         if self.upper.is_some() && !self.attrs.contains(MountAttrs::RDONLY) {
             let st = rustix::fs::fstatvfs(&tree).map_err(|e| Error::os("compose overlay: statvfs", e))?;
@@ -328,8 +313,12 @@ impl Overlay {
         self.mount()?.attach(target)
     }
 
-    fn staging(&self) -> Result<Staging> {
-        Staging::new(self.staging_parent.as_deref().unwrap_or(&std::env::temp_dir()))
+    /// Run a fallback strategy with a fresh staging directory, emptied and removed afterwards (on error too).
+    fn staged_compose(&self, compose: impl FnOnce(&mut Staging) -> Result<DetachedTree>) -> Result<DetachedTree> {
+        let mut staging = Staging::new(self.staging_parent.as_deref().unwrap_or(&std::env::temp_dir()))?;
+        let tree = compose(&mut staging)?;
+        staging.cleanup()?;
+        Ok(tree)
     }
 
     fn resolve(&self) -> Result<Vec<Resolved>> {
@@ -411,47 +400,59 @@ impl Overlay {
         }
     }
 
-    /// The fd strategies. Without `staging` (Linux 6.15): one detached idmapped clone per group, `O_PATH` layer fds
-    /// inside it. With `staging` (6.13, 6.14): the clones are attached under it and layers opened `O_RDONLY`.
-    fn compose_fds(&self, all: &[Resolved], mut staging: Option<&mut Staging>) -> Result<DetachedTree> {
+    /// [`Strategy::DetachedFds`] (Linux 6.15): one detached idmapped clone per group, `O_PATH` layer fds inside it;
+    /// nothing is attached anywhere.
+    fn compose_detached_fds(&self, all: &[Resolved]) -> Result<DetachedTree> {
         let mut fds: Vec<Option<OwnedFd>> = (0..all.len()).map(|_| None).collect();
         // Every clone stays alive (as do the fds inside it) until the overlay is created.
         let mut clones: Vec<DetachedTree> = Vec::new();
         if let Some(ns) = &self.userns {
             for group in layers::group_by_mount(all, |r| self.idmapped(r)) {
-                match staging.as_deref_mut() {
-                    None => {
-                        let mut tree = DetachedTree::clone_path(&group.base, false)?;
-                        tree.idmap(ns)?;
-                        for (i, rel) in &group.members {
-                            let fd = match tree.open_dir(rel) {
-                                Ok(fd) if all[*i].is(fd.as_fd()) => fd,
-                                _ => {
-                                    let own = Self::own_clone(&all[*i], ns)?;
-                                    let fd = own.open_dir(".")?;
-                                    clones.push(own);
-                                    fd
-                                }
-                            };
-                            fds[*i] = Some(fd);
+                let mut tree = DetachedTree::clone_path(&group.base, false)?;
+                tree.idmap(ns)?;
+                for (i, rel) in &group.members {
+                    let fd = match tree.open_dir(rel) {
+                        Ok(fd) if all[*i].is(fd.as_fd()) => fd,
+                        _ => {
+                            let own = Self::own_clone(&all[*i], ns)?;
+                            let fd = own.open_dir(".")?;
+                            clones.push(own);
+                            fd
                         }
-                        clones.push(tree);
-                    }
-                    Some(staging) => {
-                        let at = staging.attach_idmapped(&group.base, ns)?;
-                        for (i, rel) in &group.members {
-                            let path = Self::staged(&all[*i], &at, rel, staging, ns)?;
-                            fds[*i] = Some(open_beneath(&path, Path::new("."), OFlags::RDONLY)?);
-                        }
-                    }
+                    };
+                    fds[*i] = Some(fd);
+                }
+                clones.push(tree);
+            }
+        }
+        let tree = self.create_with_fds(all, fds, OFlags::PATH)?;
+        drop(clones);
+        Ok(tree)
+    }
+
+    /// [`Strategy::AttachedFds`] (Linux 6.13, 6.14): the idmapped clones are attached under `staging` and the layers
+    /// opened `O_RDONLY` there.
+    fn compose_attached_fds(&self, all: &[Resolved], staging: &mut Staging) -> Result<DetachedTree> {
+        let mut fds: Vec<Option<OwnedFd>> = (0..all.len()).map(|_| None).collect();
+        if let Some(ns) = &self.userns {
+            for group in layers::group_by_mount(all, |r| self.idmapped(r)) {
+                let at = staging.attach_idmapped(&group.base, ns)?;
+                for (i, rel) in &group.members {
+                    let path = Self::staged(&all[*i], &at, rel, staging, ns)?;
+                    fds[*i] = Some(open_beneath(&path, Path::new("."), OFlags::RDONLY)?);
                 }
             }
         }
-        let oflags = if staging.is_some() { OFlags::RDONLY } else { OFlags::PATH };
+        self.create_with_fds(all, fds, OFlags::RDONLY)
+    }
+
+    /// Hand every directory to a new overlay context as an fd (`fds[i]` when opened already, else the caller's fd,
+    /// else the path opened with `oflags`), then create the overlay.
+    fn create_with_fds(&self, all: &[Resolved], fds: Vec<Option<OwnedFd>>, oflags: OFlags) -> Result<DetachedTree> {
         let mut ov = FsContext::open("overlay")?;
-        for (i, r) in all.iter().enumerate() {
+        for (r, fd) in all.iter().zip(&fds) {
             let opened;
-            let fd = match (&fds[i], &r.fd) {
+            let fd = match (fd, &r.fd) {
                 (Some(fd), _) => fd.as_fd(),
                 // A caller's fd is used as it is.
                 (None, Some(fd)) => fd.as_fd(),
@@ -462,9 +463,7 @@ impl Overlay {
             };
             ov.set_fd(key(r.role), fd)?;
         }
-        let tree = self.finish(&mut ov)?;
-        drop(clones);
-        Ok(tree)
+        self.finish(&mut ov)
     }
 
     /// Paths of the directories for the string and legacy strategies: idmapped ones point into clones attached
@@ -489,7 +488,7 @@ impl Overlay {
         Ok(paths)
     }
 
-    /// `lowerdir+` strings (Linux 6.8). A path over 255 bytes is passed as `.` after a `fchdir` to it, in a thread
+    /// [`Strategy::Strings`]: `lowerdir+` strings (Linux 6.8). A path over 255 bytes is passed as `.` after a `fchdir` to it, in a thread
     /// that has its own working directory.
     fn compose_strings(&self, all: &[Resolved], staging: &mut Staging) -> Result<DetachedTree> {
         let paths = self.paths(all, staging)?;
@@ -515,7 +514,7 @@ impl Overlay {
         self.finish(&mut ov)
     }
 
-    /// `mount(2)` with one option string, onto a staging directory; the result is cloned detached and the staging
+    /// [`Strategy::Legacy`]: `mount(2)` with one option string, onto a staging directory; the result is cloned detached and the staging
     /// mount removed.
     fn compose_legacy(&self, all: &[Resolved], staging: &mut Staging) -> Result<DetachedTree> {
         let paths = self.paths(all, staging)?;
