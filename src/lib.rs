@@ -67,8 +67,8 @@ pub use fscontext::FsContext;
 pub use guard::MountGuard;
 pub use idmap::{IdMap, IdRange, MAX_EXTENTS};
 pub use layer::{
-    AppliedLayer, ApplyOptions, ApplyStats, Compression, DeviceMode, RecoverReport, SyncMode, WhiteoutMode, apply,
-    marker_path, recover, verify,
+    AppliedLayer, ApplyOptions, ApplyStats, AuditFinding, AuditProblem, Compression, DeviceMode, RecoverReport,
+    SyncMode, WhiteoutMode, apply, audit, marker_path, recover, verify,
 };
 pub use mountinfo::{MountChanges, MountInfo, MountTable};
 pub use overlay::{MAX_LAYERS, Overlay, OverlayOption};

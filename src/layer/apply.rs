@@ -104,7 +104,7 @@ pub fn apply(reader: impl Read + Send, dest: impl AsRef<Path>, opts: &ApplyOptio
 
     let corrupt =
         |e: std::io::Error| Error::io(OP, &e).with_path(dest).with_kind(ErrorKind::InvalidLayer(LayerProblem::Corrupt));
-    let (summary, crcs, stats, predicted) = std::thread::scope(|s| -> Result<_> {
+    let (summary, crcs, (stats, opaque), predicted) = std::thread::scope(|s| -> Result<_> {
         let ((tx, recycled), mut chunks) = stream::channel();
         let pump = s.spawn(move || stream::pump(reader, tx, recycled));
         let extracted = (|| -> Result<_> {
@@ -117,7 +117,9 @@ pub fn apply(reader: impl Read + Send, dest: impl AsRef<Path>, opts: &ApplyOptio
             }
             ex.finish()?;
             let predicted = ex.records.take().map(|r| (std::mem::take(&mut ex.root_record), r));
-            Ok((ex.crcs, ex.stats, predicted))
+            let mut opaque: Vec<PathBuf> = ex.opaque.drain().collect();
+            opaque.sort();
+            Ok((ex.crcs, (ex.stats, opaque), predicted))
         })();
         let drained = match &extracted {
             Ok(_) => chunks.drain(),
@@ -171,6 +173,8 @@ pub fn apply(reader: impl Read + Send, dest: impl AsRef<Path>, opts: &ApplyOptio
         stats,
         uncompressed_size: summary.length,
         compression: summary.compression,
+        whiteouts: Some(opts.whiteouts),
+        opaque_dirs: Some(opaque),
     };
     write_marker(&parent_fd, &parent, &name, &layer, opts.sync != SyncMode::None)?;
     Ok(layer)

@@ -96,7 +96,8 @@ pub(crate) struct Extractor<'a> {
     lowers: Vec<OwnedFd>,
     dirs: HashSet<PathBuf>,
     whiteouts: HashSet<PathBuf>,
-    opaque: HashSet<PathBuf>,
+    /// The directories this layer made opaque (recorded in the commit record, read by `audit`).
+    pub opaque: HashSet<PathBuf>,
     dir_meta: HashMap<PathBuf, DirMeta>,
     visible: HashMap<PathBuf, Rc<Vec<usize>>>,
     parent_cache: Option<(PathBuf, Rc<OwnedFd>)>,

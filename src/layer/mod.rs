@@ -8,6 +8,7 @@
 //! directory holds.
 
 mod apply;
+mod audit;
 mod digest;
 mod extract;
 mod options;
@@ -23,6 +24,7 @@ use rustix::fs::{Mode, OFlags};
 
 use crate::error::{Error, ErrorKind, LayerProblem, Result};
 pub use apply::apply;
+pub use audit::{AuditFinding, AuditProblem, audit};
 pub use options::{ApplyOptions, DeviceMode, SyncMode, WhiteoutMode};
 pub use record::{AppliedLayer, ApplyStats, marker_path};
 pub use recover::{RecoverReport, recover, verify};

@@ -11,13 +11,19 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
 use super::layer_error;
+use super::options::WhiteoutMode;
 use super::stream::Compression;
 use crate::error::{Error, LayerProblem, Result};
 #[cfg(doc)]
 use crate::layer::{DeviceMode, verify};
 
-const MARKER_HEADER: &str = "layermount-layer-commit 1";
+/// The header this version writes. Version 2 added the `whiteouts` line and the `opaque` lines; version 1 records
+/// (without them) are still read.
+const MARKER_HEADER: &str = "layermount-layer-commit 2";
+const MARKER_HEADER_V1: &str = "layermount-layer-commit 1";
 
 /// Counts of what [`apply`](fn@crate::apply) did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -99,6 +105,49 @@ pub struct AppliedLayer {
     pub uncompressed_size: u64,
     /// The compression the blob had (`None` when read back from a marker).
     pub compression: Compression,
+    /// The whiteout format the layer was written in (`None` when read back from a record older than this field).
+    pub whiteouts: Option<WhiteoutMode>,
+    /// The directories the layer itself made opaque, relative to the layer root, sorted (`None` when read back
+    /// from a record older than this list). [`audit`](fn@crate::audit) reports any other opaque directory.
+    pub opaque_dirs: Option<Vec<PathBuf>>,
+}
+
+fn whiteouts_name(mode: WhiteoutMode) -> &'static str {
+    match mode {
+        WhiteoutMode::Overlay => "overlay",
+        WhiteoutMode::OverlayUserXattr => "userxattr",
+        WhiteoutMode::Oci => "oci",
+    }
+}
+
+/// A path as one token of a record line: bytes outside printable ASCII, space and `%` become `%XX`.
+fn escape(path: &Path) -> String {
+    let mut out = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_graphic() && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn unescape(text: &str) -> Option<PathBuf> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(PathBuf::from(std::ffi::OsString::from_vec(out)))
 }
 
 /// Where the commit marker of the layer directory `dir` lives: `<dir>.commit`, beside it (a file inside the layer
@@ -120,7 +169,19 @@ pub(super) fn valid_digest(d: &str) -> bool {
 
 fn marker_text(layer: &AppliedLayer) -> String {
     let stats: Vec<String> = layer.stats.fields().iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!("{MARKER_HEADER}\ndiff_id {}\ncontent {}\nstats {}\n", layer.diff_id, layer.content_digest, stats.join(","))
+    let mut text = format!(
+        "{MARKER_HEADER}\ndiff_id {}\ncontent {}\nstats {}\n",
+        layer.diff_id,
+        layer.content_digest,
+        stats.join(",")
+    );
+    if let Some(mode) = layer.whiteouts {
+        text.push_str(&format!("whiteouts {}\n", whiteouts_name(mode)));
+    }
+    for dir in layer.opaque_dirs.iter().flatten() {
+        text.push_str(&format!("opaque {}\n", escape(dir)));
+    }
+    text
 }
 
 /// Write `<name>.commit` through a temporary file and a rename, then make both durable.
@@ -171,9 +232,11 @@ pub(super) fn read_marker(dir: &Path, operation: &'static str) -> Result<Applied
     };
     let bad = |why: &str| layer_error(LayerProblem::BadMarker, operation, dir).with_detail(why.to_string());
     let mut lines = text.lines();
-    if lines.next() != Some(MARKER_HEADER) {
-        return Err(bad("unknown format"));
-    }
+    let (mut whiteouts, mut opaque_dirs) = match lines.next() {
+        Some(MARKER_HEADER) => (None, Some(Vec::new())),
+        Some(MARKER_HEADER_V1) => (None, None),
+        _ => return Err(bad("unknown format")),
+    };
     let (mut diff_id, mut content, mut stats) = (None, None, ApplyStats::default());
     for line in lines {
         match line.split_once(' ') {
@@ -185,13 +248,68 @@ pub(super) fn read_marker(dir: &Path, operation: &'static str) -> Result<Applied
                     stats.set(k, n.parse().map_err(|_| bad("bad stats"))?);
                 }
             }
+            Some(("whiteouts", v)) if opaque_dirs.is_some() => {
+                let mode = [WhiteoutMode::Overlay, WhiteoutMode::OverlayUserXattr, WhiteoutMode::Oci]
+                    .into_iter()
+                    .find(|m| whiteouts_name(*m) == v);
+                whiteouts = Some(mode.ok_or_else(|| bad("bad whiteouts"))?);
+            }
+            Some(("opaque", v)) => match (&mut opaque_dirs, unescape(v)) {
+                (Some(list), Some(p)) => list.push(p),
+                _ => return Err(bad("bad opaque")),
+            },
             _ => return Err(bad("unknown line")),
         }
     }
     match (diff_id, content) {
-        (Some(diff_id), Some(content_digest)) => {
-            Ok(AppliedLayer { diff_id, content_digest, stats, uncompressed_size: 0, compression: Compression::None })
-        }
+        (Some(diff_id), Some(content_digest)) => Ok(AppliedLayer {
+            diff_id,
+            content_digest,
+            stats,
+            uncompressed_size: 0,
+            compression: Compression::None,
+            whiteouts,
+            opaque_dirs,
+        }),
         _ => Err(bad("incomplete")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(opaque: Option<Vec<PathBuf>>) -> AppliedLayer {
+        AppliedLayer {
+            diff_id: format!("sha256:{}", "a".repeat(64)),
+            content_digest: format!("sha256:{}", "b".repeat(64)),
+            stats: ApplyStats { opaque_dirs: 2, ..ApplyStats::default() },
+            uncompressed_size: 0,
+            compression: Compression::None,
+            whiteouts: Some(WhiteoutMode::OverlayUserXattr),
+            opaque_dirs: opaque,
+        }
+    }
+
+    #[test]
+    fn record_round_trips_with_awkward_opaque_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec![PathBuf::from("a b/100%"), PathBuf::from(std::ffi::OsString::from_vec(b"x\n\xff".to_vec()))];
+        let written = layer(Some(names));
+        std::fs::write(marker_path(dir.path().join("l")), marker_text(&written)).unwrap();
+        assert_eq!(read_marker(&dir.path().join("l"), "t").unwrap(), written);
+    }
+
+    /// A version-1 record (no whiteouts line, no opaque list) still reads, with both unknown.
+    #[test]
+    fn version_1_records_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let v2 = marker_text(&layer(Some(Vec::new())));
+        let v1 = v2.replacen(MARKER_HEADER, MARKER_HEADER_V1, 1).replace("whiteouts userxattr\n", "");
+        std::fs::write(marker_path(dir.path().join("l")), v1).unwrap();
+        let read = read_marker(&dir.path().join("l"), "t").unwrap();
+        assert_eq!(read.opaque_dirs, None);
+        assert_eq!(read.whiteouts, None);
+        assert_eq!(read.stats.opaque_dirs, 2);
     }
 }
