@@ -179,6 +179,24 @@ impl IdMap {
     pub fn to_proc_format(&self) -> String {
         self.ranges.iter().map(|r| format!("{} {} {}\n", r.container, r.host, r.size)).collect()
     }
+
+    /// Parse what the kernel shows in `/proc/<pid>/uid_map`: one `container host size` line per range, the
+    /// fields padded with spaces.
+    pub(crate) fn from_proc_format(text: &str) -> Result<Self> {
+        let mut ranges = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [c, h, s] = fields[..] else {
+                return Err(invalid(IdMapProblem::Malformed, line));
+            };
+            ranges.push(IdRange {
+                container: parse_u32(c, line)?,
+                host: parse_u32(h, line)?,
+                size: parse_u32(s, line)?,
+            });
+        }
+        Self::new(ranges)
+    }
 }
 
 impl fmt::Display for IdMap {

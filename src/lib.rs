@@ -76,4 +76,4 @@ pub use remove::{RemoveStats, remove_all};
 pub use rootfs::{Fixup, FixupReport, Fixups};
 pub use spec::MountSpec;
 pub use tree::{Atime, DetachedTree, MountAttrs, Propagation};
-pub use userns::UserNamespace;
+pub use userns::{CacheStats, DEFAULT_CACHE_CAPACITY, UserNamespace};

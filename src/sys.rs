@@ -2,7 +2,9 @@
 //!
 //! * `mount_setattr(2)` with `struct mount_attr` (Linux 5.12),
 //! * `open_tree_attr(2)` (Linux 6.15),
-//! * the `clone(2)` that starts a process in a new user namespace.
+//! * the `clone(2)` that starts a process in a new user namespace, and the one that starts a process joining an
+//!   existing one (`setns(2)` in the child),
+//! * `ioctl(NS_GET_NSTYPE)` on a namespace fd.
 //!
 //! Everything else (fsopen, fsconfig, fsmount, move_mount, open_tree, statx, openat2, umount2) comes from rustix.
 //! Each wrapper here is small, takes borrowed fds and C strings, and returns `rustix::io::Result`.
@@ -111,6 +113,75 @@ pub(crate) fn spawn_userns_holder() -> Result<Pid> {
         }
     }
     Ok(Pid::from_raw(pid as i32).expect("clone returned a positive pid"))
+}
+
+/// `NS_GET_NSTYPE`: `_IO(0xb7, 0x3)` from `<linux/nsfs.h>` (Linux 4.11).
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+/// The `CLONE_NEW*` type of the namespace `fd` refers to (`ioctl(NS_GET_NSTYPE)`). `ENOTTY` for an fd that is
+/// not a namespace.
+pub(crate) fn namespace_type(fd: BorrowedFd<'_>) -> Result<i32> {
+    // SAFETY: NS_GET_NSTYPE takes no argument and only returns an int; a non-namespace fd gets ENOTTY.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE) };
+    check(libc::c_long::from(ret)).map(|t| t as i32)
+}
+
+/// The `CLONE_NEWUSER` namespace type, as [`namespace_type`] returns it.
+pub(crate) const CLONE_NEWUSER: i32 = libc::CLONE_NEWUSER;
+
+/// Start a child process that joins the user namespace `ns` (`setns(2)`) and then waits to be killed, so that its
+/// parent can read `/proc/<pid>/{uid,gid}_map` as seen from outside. Returns once the child has joined; if it
+/// could not, the child is reaped and its `setns` errno returned (`EINVAL` for the caller's own namespace or an
+/// ancestor of it, `EPERM` without `CAP_SYS_ADMIN` over it). Dies with the thread that made it
+/// (`PR_SET_PDEATHSIG`).
+///
+/// The caller must kill and reap it (see `userns.rs`).
+pub(crate) fn spawn_userns_joiner(ns: BorrowedFd<'_>) -> Result<Pid> {
+    let parent = rustix::process::getpid();
+    let (report_r, report_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let (ns_raw, w_raw) = (ns.as_raw_fd(), report_w.as_raw_fd());
+    // SAFETY: as in `spawn_userns_holder`: a fork-like clone whose child calls only async-signal-safe functions
+    // (prctl, getppid, setns, write, pause, _exit) on fds it inherited, and never returns into Rust code.
+    let ret = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
+    let pid = check(ret)?;
+    if pid == 0 {
+        // SAFETY: child side, see above.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+            if libc::getppid() != parent.as_raw_nonzero().get() {
+                libc::_exit(0);
+            }
+            let outcome: i32 =
+                if libc::setns(ns_raw, libc::CLONE_NEWUSER) == 0 { 0 } else { *libc::__errno_location() };
+            libc::write(w_raw, (&outcome as *const i32).cast(), 4);
+            if outcome != 0 {
+                libc::_exit(1);
+            }
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    let pid = Pid::from_raw(pid as i32).expect("clone returned a positive pid");
+    drop(report_w);
+    let mut buf = [0u8; 4];
+    let got = loop {
+        match rustix::io::read(&report_r, &mut buf) {
+            Err(Errno::INTR) => continue,
+            other => break other,
+        }
+    };
+    let outcome = match got {
+        Ok(4) => i32::from_ne_bytes(buf),
+        Ok(_) => libc::ECHILD,
+        Err(e) => e.raw_os_error(),
+    };
+    if outcome == 0 {
+        return Ok(pid);
+    }
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    while let Err(Errno::INTR) = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()) {}
+    Err(Errno::from_raw_os_error(outcome))
 }
 
 /// Give the calling thread its own filesystem information (cwd, root, umask): `unshare(CLONE_FS)`.
