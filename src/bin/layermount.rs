@@ -5,10 +5,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+#[path = "layermount/demo.rs"]
+mod demo;
+
 use clap::{CommandFactory, Parser, Subcommand};
 use layermount::{
-    ApplyOptions, Features, IdMap, MountGuard, MountSpec, Strategy, SyncMode, WhiteoutMode, apply, recover, remove_all,
-    verify,
+    ApplyOptions, Features, Fixup, Fixups, IdMap, MountGuard, MountSpec, Strategy, SyncMode, WhiteoutMode, apply,
+    audit, recover, remove_all, verify,
 };
 
 #[derive(Parser, Debug)]
@@ -93,6 +96,48 @@ enum Command {
         /// The directory holding layer directories.
         store: PathBuf,
     },
+    /// Fix up a container root: /etc/mtab -> ../proc/self/mounts, and the mount targets a runtime needs (/proc,
+    /// /sys, /dev, /dev/pts, /dev/shm, /tmp, /etc/resolv.conf, /etc/hosts, /etc/hostname), every path resolved
+    /// inside ROOTFS. Prints each change with what was there before, and each problem left alone (then exits 1).
+    Fixup {
+        /// Only report what would change.
+        #[arg(long)]
+        dry_run: bool,
+        /// Replace an /etc/mtab symlink that points somewhere other than the mount table.
+        #[arg(long)]
+        force: bool,
+        /// Run only this fixup (repeatable): mtab, mount-targets.
+        #[arg(long = "only", value_name = "NAME", value_parser = parse_fixup)]
+        only: Vec<Fixup>,
+        /// The container's uid map, container:host:size[,...]: what is created is owned by its root.
+        #[arg(long, value_name = "MAP", value_parser = parse_map)]
+        uidmap: Option<IdMap>,
+        /// The gid map (default: the same as --uidmap).
+        #[arg(long, value_name = "MAP", value_parser = parse_map, requires = "uidmap")]
+        gidmap: Option<IdMap>,
+        /// The container's root directory (best: the mounted overlay, so changes land in its upper layer).
+        rootfs: PathBuf,
+    },
+    /// Check layer directories, read-only, for stray opaque directories, overlay xattrs of the wrong namespace and
+    /// whiteouts overlay ignores; one finding a line. Exits 1 when something is found.
+    Audit {
+        /// Layer directories.
+        #[arg(required = true)]
+        layers: Vec<PathBuf>,
+    },
+    /// The whole job, as root, in a private mount namespace and a temp directory: build a 3-layer image in memory,
+    /// apply it, compose an idmapped overlay, fix it up, run a process as the container's root in a user namespace,
+    /// show owners inside and on the host, tear down and prove nothing is left. Needs util-linux (unshare, nsenter).
+    Demo,
+    /// The demo's part in its private mount namespace (internal).
+    #[command(hide = true)]
+    DemoHost,
+    /// The demo's container process (internal).
+    #[command(hide = true)]
+    DemoContainer {
+        /// The container's root.
+        rootfs: PathBuf,
+    },
     /// Remove PATH recursively without crossing a mount or following a symlink; exits 1 naming the mount point
     /// if one is in the way (and then deletes nothing beneath it).
     Rm {
@@ -111,6 +156,10 @@ fn parse_strategy(s: &str) -> Result<StrategyArg, String> {
     s.parse()
         .map(|l| StrategyArg(Some(l)))
         .map_err(|_| format!("\"{s}\" is not one of auto, fd, fd-attached, string, legacy"))
+}
+
+fn parse_fixup(s: &str) -> Result<Fixup, String> {
+    s.parse().map_err(|e: layermount::Error| e.to_string())
 }
 
 fn parse_map(s: &str) -> Result<IdMap, String> {
@@ -224,6 +273,44 @@ fn recover_store(store: &std::path::Path) -> layermount::Result<bool> {
     Ok(report.incomplete.is_empty())
 }
 
+struct FixupArgs {
+    dry_run: bool,
+    force: bool,
+    only: Vec<Fixup>,
+    uidmap: Option<IdMap>,
+    gidmap: Option<IdMap>,
+    rootfs: PathBuf,
+}
+
+/// Ok(false) when a problem was left alone.
+fn fixup(a: FixupArgs) -> layermount::Result<bool> {
+    let mut fixups = Fixups::new().dry_run(a.dry_run).force_mtab(a.force);
+    if !a.only.is_empty() {
+        fixups = fixups.only(&a.only);
+    }
+    if let Some(uid) = &a.uidmap {
+        fixups = fixups.idmap(uid, a.gidmap.as_ref().unwrap_or(uid));
+    }
+    let report = fixups.apply(&a.rootfs)?;
+    let verb = if report.dry_run { "would change" } else { "changed" };
+    for c in &report.changes {
+        println!("{verb} {c}");
+    }
+    for p in &report.problems {
+        println!("left alone {p}");
+    }
+    Ok(report.problems.is_empty())
+}
+
+/// Ok(false) when something was found.
+fn audit_layers(layers: &[PathBuf]) -> layermount::Result<bool> {
+    let findings = audit(layers)?;
+    for f in &findings {
+        println!("{f}");
+    }
+    Ok(findings.is_empty())
+}
+
 fn umount(target: &std::path::Path) -> layermount::Result<()> {
     MountGuard::adopt(target)?.unmount()
 }
@@ -277,6 +364,21 @@ fn main() -> ExitCode {
             apply_layer(digest, &whiteouts, &sync, parents, &file, &dir)
         }
         Command::Verify { dir } => verify(&dir).map(|l| println!("ok {}", l.diff_id)),
+        Command::Fixup { dry_run, force, only, uidmap, gidmap, rootfs } => {
+            match fixup(FixupArgs { dry_run, force, only, uidmap, gidmap, rootfs }) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::from(1),
+                Err(e) => Err(e),
+            }
+        }
+        Command::Audit { layers } => match audit_layers(&layers) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
+        Command::Demo => return demo::exit(demo::outer()),
+        Command::DemoHost => return demo::exit(demo::host()),
+        Command::DemoContainer { rootfs } => return demo::exit(demo::container(&rootfs)),
         Command::Recover { store } => match recover_store(&store) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(1),
