@@ -41,6 +41,8 @@ mod guard;
 mod idmap;
 mod layer;
 mod mountinfo;
+#[cfg(feature = "oci-spec")]
+mod oci;
 mod overlay;
 mod remove;
 pub mod rootfs;

@@ -121,6 +121,8 @@ struct Plan {
     atime: Option<Atime>,
     propagation: Option<Propagation>,
     bind: Option<bool>,
+    /// The runtime-spec's `idmap` (`Some(false)`: the top mount only) or `ridmap` (`Some(true)`: every mount).
+    idmap: Option<bool>,
     uid_map: Option<IdMap>,
     gid_map: Option<IdMap>,
     mkdirs: Vec<String>,
@@ -206,6 +208,8 @@ impl MountSpec {
             match (key, value) {
                 ("bind", None) => p.bind = Some(false),
                 ("rbind", None) => p.bind = Some(true),
+                ("idmap", None) => p.idmap = Some(false),
+                ("ridmap", None) => p.idmap = Some(true),
                 ("uidmap", Some(v)) => p.uid_map = Some(IdMap::parse(v)?),
                 ("gidmap", Some(v)) => p.gid_map = Some(IdMap::parse(v)?),
                 ("X-containerd.mkdir.path", Some(v)) => p.mkdirs.push(v.to_string()),
@@ -221,6 +225,11 @@ impl MountSpec {
         }
         if p.uid_map.is_some() != p.gid_map.is_some() {
             return Err(spec_error("uidmap= and gidmap= must be given together"));
+        }
+        if p.idmap.is_some() && p.uid_map.is_none() {
+            return Err(spec_error(
+                "idmap and ridmap need the maps: uidmap= and gidmap= (an OCI mount's uidMappings and gidMappings)",
+            ));
         }
         Ok(p)
     }
@@ -244,6 +253,9 @@ impl MountSpec {
     /// * `overlay`: composed with [`Overlay`]; `lowerdir=` (top-most first, `::` before data-only layers),
     ///   `upperdir=`, `workdir=`; `uidmap=`/`gidmap=` idmap every lower layer.
     /// * `bind` (or any type with `bind`/`rbind`): a detached clone of the source, idmapped if asked, attached.
+    ///   `uidmap=`/`gidmap=` idmap every mount of an `rbind` clone; the runtime-spec's `ridmap` says the same and
+    ///   its `idmap` idmaps only the top mount. Both need `uidmap=`/`gidmap=` (see `MountSpec::from_oci` with
+    ///   the `oci-spec` feature, which turns an OCI mount's `uidMappings`/`gidMappings` into them).
     /// * anything else: `fsopen`/`fsconfig`/`fsmount`, each filesystem option passed as written.
     ///
     /// Mount flags (`ro`, `nosuid`, `nodev`, `noexec`, `nosymfollow`, atime modes, propagation) apply to the
@@ -276,7 +288,7 @@ impl MountSpec {
         let mut tree = if let Some(recursive) = bind {
             let mut t = DetachedTree::clone_path(&self.source, recursive)?;
             if let Some(ns) = &userns {
-                t.idmap(ns)?;
+                t.idmap_with(ns, plan.idmap.unwrap_or(recursive))?;
             }
             t
         } else if kind == "overlay" {

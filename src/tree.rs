@@ -194,8 +194,12 @@ impl DetachedTree {
     }
 
     fn setattr(&self, attr: &sys::MountAttr) -> rustix::io::Result<()> {
+        self.setattr_with(attr, self.recursive)
+    }
+
+    fn setattr_with(&self, attr: &sys::MountAttr, recursive: bool) -> rustix::io::Result<()> {
         let mut flags = sys::AT_EMPTY_PATH;
-        if self.recursive {
+        if recursive {
             flags |= sys::AT_RECURSIVE;
         }
         sys::mount_setattr(self.fd.as_fd(), c"", flags, attr)
@@ -258,13 +262,19 @@ impl DetachedTree {
     /// ```
     #[doc(alias = "MOUNT_ATTR_IDMAP")]
     pub fn idmap(&mut self, ns: &UserNamespace) -> Result<()> {
+        self.idmap_with(ns, self.recursive)
+    }
+
+    /// [`idmap`](Self::idmap), choosing whether the mounts beneath a recursive clone are idmapped too (the
+    /// runtime-spec's `ridmap`) or only its top mount (`idmap`).
+    pub(crate) fn idmap_with(&mut self, ns: &UserNamespace, recursive: bool) -> Result<()> {
         const OP: &str = "idmap tree";
         if self.idmapped {
             return Err(Error::new(ErrorKind::AlreadyIdmapped, OP));
         }
         let fd = std::os::fd::AsRawFd::as_raw_fd(&ns.as_fd());
         let attr = sys::MountAttr { attr_set: ATTR_IDMAP, userns_fd: fd as u64, ..Default::default() };
-        match self.setattr(&attr) {
+        match self.setattr_with(&attr, recursive) {
             Ok(()) => {
                 self.idmapped = true;
                 Ok(())
