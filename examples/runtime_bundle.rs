@@ -1,0 +1,199 @@
+//! What an OCI runtime does with the crate: read a bundle's `config.json`, build the container's idmapped root
+//! filesystem from its `linux.uidMappings`/`gidMappings`, let the container's root write to it, and tear it down
+//! later from another process (a shim, a restarted daemon) that knows only a record of the mount.
+//!
+//! Run as root, in a mount namespace of its own so nothing reaches the host's table:
+//!
+//! ```text
+//! unshare --mount --propagation private cargo run --features oci-spec --example runtime_bundle [BUNDLE] [--layer DIR]...
+//! ```
+//!
+//! * `BUNDLE`: a directory with a `config.json` (its `root.path` is where the root filesystem is mounted, its
+//!   `linux.uidMappings`/`gidMappings` the container's maps). Without one, a bundle is written in a temp dir.
+//! * `--layer DIR`: a lower layer, top-most first, as in `lowerdir=`. Without any, two small layers are made.
+//!
+//! Steps: compose the overlay with the config's map (the upper and work directories are prepared for the
+//! container's root), run a process as the container's root in a user namespace with that map (util-linux's
+//! `nsenter`) that writes to `/`, check on the host that its files landed in the upper with its host ids, then
+//! hand a record of the mount to a second process (this program again) that checks the mount is still the one
+//! recorded and unmounts it. Everything the example made is removed at the end with `remove_all`.
+
+use std::fs;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use layermount::{IdMap, MountGuard, MountTable, Overlay, UserNamespace, remove_all};
+use oci_spec::runtime::{LinuxBuilder, LinuxIdMappingBuilder, RootBuilder, Spec, SpecBuilder};
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let outcome = match args.first().map(String::as_str) {
+        Some("container-write") => container_write(Path::new(&args[1])),
+        Some("teardown") => teardown(&args[1]),
+        _ => runtime(&args),
+    };
+    if let Err(e) = outcome {
+        eprintln!("runtime_bundle: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// The runtime's side: everything but the container's own write and the teardown.
+fn runtime(args: &[String]) -> Res<()> {
+    let mut bundle = None;
+    let mut layers = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--layer" => layers.push(PathBuf::from(it.next().ok_or("--layer needs a directory")?)),
+            _ if bundle.is_none() => bundle = Some(PathBuf::from(a)),
+            _ => return Err(format!("unexpected argument {a:?}").into()),
+        }
+    }
+    // Everything the example makes lives under one fresh directory, readable by the container's root (so it can
+    // run this program from there), removed at the end.
+    let work = tempfile::Builder::new().prefix("layermount-bundle-").tempdir()?.keep();
+    fs::set_permissions(&work, fs::Permissions::from_mode(0o755))?;
+    let result = run(&work, bundle, layers);
+    let cleanup = remove_all(&work);
+    result?;
+    cleanup?;
+    println!("removed {}", work.display());
+    println!("ok");
+    Ok(())
+}
+
+fn run(work: &Path, bundle: Option<PathBuf>, mut layers: Vec<PathBuf>) -> Res<()> {
+    let bundle = match bundle {
+        Some(b) => b,
+        None => write_bundle(&work.join("bundle"))?,
+    };
+    if layers.is_empty() {
+        layers = make_layers(&work.join("layers"))?;
+    }
+
+    // 1. The config, as a runtime reads it.
+    let spec = Spec::load(bundle.join("config.json"))?;
+    let root = spec.root().as_ref().ok_or("config.json has no root")?;
+    let rootfs = if root.path().is_absolute() { root.path().clone() } else { bundle.join(root.path()) };
+    let linux = spec.linux().as_ref().ok_or("config.json has no linux section")?;
+    let uid_map = IdMap::from_oci(linux.uid_mappings().as_deref().ok_or("config.json has no linux.uidMappings")?)?;
+    let gid_map = IdMap::from_oci(linux.gid_mappings().as_deref().ok_or("config.json has no linux.gidMappings")?)?;
+    println!("runtime (pid {}) read {}", std::process::id(), bundle.join("config.json").display());
+    println!("root {}, uid map {uid_map}, gid map {gid_map}", rootfs.display());
+
+    // 2. The root filesystem: the layers idmapped with the container's map, a fresh upper prepared for its root.
+    let (upper, overlay_work) = (work.join("state/upper"), work.join("state/work"));
+    fs::create_dir_all(&upper)?;
+    fs::create_dir_all(&overlay_work)?;
+    let ns = UserNamespace::cached(&uid_map, &gid_map)?;
+    let guard = Overlay::new().lowers(&layers).upper(&upper, &overlay_work).idmap(ns.clone()).mount_at(&rootfs)?;
+    println!("mounted {} layers at {} (mount id {:?})", layers.len(), rootfs.display(), guard.mount_id());
+
+    // 3. The container's root writes to its `/`: a process in a user namespace with the config's map, as uid 0.
+    let exe = work.join("runtime_bundle");
+    fs::copy(std::env::current_exe()?, &exe)?;
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755))?;
+    let userns = format!("--user=/proc/{}/fd/{}", std::process::id(), ns.as_fd().as_raw_fd());
+    let status = Command::new("nsenter")
+        .args([&userns, "--setuid", "0", "--setgid", "0", "--"])
+        .arg(&exe)
+        .arg("container-write")
+        .arg(&rootfs)
+        .status()
+        .map_err(|e| format!("nsenter (util-linux): {e}"))?;
+    if !status.success() {
+        return Err(format!("the container's root could not write to its root filesystem ({status})").into());
+    }
+    let landed = upper.join("new-file");
+    let m = fs::symlink_metadata(&landed)?;
+    let expected = (uid_map.to_host(0).ok_or("map has no root")?, gid_map.to_host(0).ok_or("map has no root")?);
+    if (m.uid(), m.gid()) != expected {
+        return Err(format!(
+            "{} is owned by {}:{}, not {}:{}",
+            landed.display(),
+            m.uid(),
+            m.gid(),
+            expected.0,
+            expected.1
+        )
+        .into());
+    }
+    println!("on the host, {} is owned by {}:{} (the container's root)", landed.display(), m.uid(), m.gid());
+
+    // 4. Teardown from a second process that knows only the record.
+    let record = record_of(guard);
+    println!("mount record: {record}");
+    let status = Command::new(std::env::current_exe()?).arg("teardown").arg(&record).status()?;
+    if !status.success() {
+        return Err(format!("teardown process failed ({status})").into());
+    }
+    let table = MountTable::current()?;
+    if table.mounts().iter().any(|m| m.mount_point == rootfs) {
+        return Err(format!("{} is still mounted after teardown", rootfs.display()).into());
+    }
+    println!("{} is no longer mounted", rootfs.display());
+    Ok(())
+}
+
+/// Runs as the container's root (uid 0 in a user namespace with the config's map).
+fn container_write(rootfs: &Path) -> Res<()> {
+    let status = fs::read_to_string("/proc/self/status")?;
+    // The effective id: the second of the four fields of `Uid:`/`Gid:`.
+    let ids = |key: &str| status.lines().find_map(|l| l.strip_prefix(key)?.split_whitespace().nth(1).map(String::from));
+    fs::write(rootfs.join("new-file"), "written by the container's root\n")?;
+    fs::create_dir(rootfs.join("new-dir"))?;
+    fs::write(rootfs.join("etc/hostname"), "container\n")?;
+    println!(
+        "container root (Uid {}, Gid {}) wrote /new-file, made /new-dir and changed /etc/hostname",
+        ids("Uid:").unwrap_or_default(),
+        ids("Gid:").unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// What the runtime keeps (in its state directory, or hands to a shim) to tear the mount down later.
+fn record_of(guard: MountGuard) -> String {
+    guard.leak().display().to_string()
+}
+
+/// Runs as a second process with nothing but the record.
+fn teardown(record: &str) -> Res<()> {
+    let guard = MountGuard::adopt(record)?;
+    guard.unmount()?;
+    println!("teardown (pid {}): unmounted {record}", std::process::id());
+    Ok(())
+}
+
+/// A bundle the way `runc spec` would start one, with a user namespace mapped to host 100000.
+fn write_bundle(dir: &Path) -> Res<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let map = || LinuxIdMappingBuilder::default().container_id(0u32).host_id(100_000u32).size(65_536u32).build();
+    let spec = SpecBuilder::default()
+        .root(RootBuilder::default().path("rootfs").readonly(false).build()?)
+        .linux(LinuxBuilder::default().uid_mappings(vec![map()?]).gid_mappings(vec![map()?]).build()?)
+        .build()?;
+    spec.save(dir.join("config.json"))?;
+    println!("wrote {}", dir.join("config.json").display());
+    Ok(dir.to_path_buf())
+}
+
+/// Two layers as an unpacker leaves them (owned by the image's root, host 0), top-most first.
+fn make_layers(dir: &Path) -> Res<Vec<PathBuf>> {
+    let layer = |name: &str, files: &[(&str, &str)]| -> std::io::Result<PathBuf> {
+        let d = dir.join(name);
+        for (path, data) in files {
+            let p = d.join(path);
+            fs::create_dir_all(p.parent().unwrap_or(&d))?;
+            fs::write(&p, data)?;
+        }
+        Ok(d)
+    };
+    let base = layer("1-base", &[("etc/hostname", "image\n"), ("etc/passwd", "root:x:0:0::/root:/bin/sh\n")])?;
+    let app = layer("2-app", &[("app/run.sh", "#!/bin/sh\necho hi\n")])?;
+    Ok(vec![app, base])
+}

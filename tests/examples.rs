@@ -1,0 +1,62 @@
+//! The examples that need root run for real: each in a mount namespace of its own (util-linux's `unshare`), with
+//! its output checked, and the host's mount table and this process's children as before.
+#![cfg(feature = "oci-spec")]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::{children, have_privilege};
+use layermount::MountTable;
+
+/// The example's binary beside this test's own (`target/<profile>/examples/`), brought up to date with the features
+/// this test was built with (a no-op after a plain `cargo test`, which builds the examples; needed when only this
+/// test was asked for).
+fn example(name: &str) -> PathBuf {
+    let mut features = vec!["oci-spec"];
+    if cfg!(feature = "cli") {
+        features.push("cli");
+    }
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--example", name, "--features", &features.join(",")])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "cargo build --example {name}: {status}");
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
+    assert!(path.exists(), "{} not built", path.display());
+    path
+}
+
+#[test]
+fn runtime_bundle_builds_writes_and_tears_down_from_a_second_process() {
+    const NAME: &str = "runtime_bundle_builds_writes_and_tears_down_from_a_second_process";
+    if !have_privilege(NAME) {
+        return;
+    }
+    let exe = example("runtime_bundle");
+    let host_before = MountTable::current().unwrap();
+    let out = Command::new("unshare").args(["--mount", "--propagation", "private", "--"]).arg(&exe).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
+    for line in [
+        "uid map 0:100000:65536, gid map 0:100000:65536",
+        "container root (Uid 0, Gid 0) wrote /new-file",
+        "new-file is owned by 100000:100000 (the container's root)",
+        "is no longer mounted",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    // The teardown ran in another process than the one that mounted.
+    let pid_in = |prefix: &str| -> String {
+        let line = stdout.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix:?} line"));
+        line[prefix.len()..].split(')').next().unwrap().to_string()
+    };
+    assert_ne!(pid_in("runtime (pid "), pid_in("teardown (pid "), "{stdout}");
+    assert_eq!(stdout.lines().last(), Some("ok"), "{stdout}");
+    assert!(MountTable::current().unwrap().changes_since(&host_before).is_empty());
+    assert!(children().is_empty());
+}
