@@ -1,11 +1,10 @@
 //! The calls into layermount that wait for the library's API issue (#8): mount records that survive the process,
-//! "is this root still in use", prepared uppers. Each is written here once, over what the library has today, so
+//! "is this root still in use". Each is written here once, over what the library has today, so
 //! that switching to the library's own call touches this file only.
 
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use layermount::{IdMap, MountGuard, MountTable};
+use layermount::{MountGuard, MountTable};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -72,17 +71,4 @@ pub(crate) fn release(bytes: &[u8]) -> Result<()> {
     }
     guard.unmount()?;
     std::fs::remove_dir(&rec.path).map_err(|e| Error::io("remove mount point", &rec.path, e))
-}
-
-/// Make a new upper and work directory belong to the map's root, so the container's root can write its root
-/// directory (the upper is not idmapped: writes land as the container's host ids).
-pub(crate) fn prepare_upper(upper: &Path, work: &Path, uid: &IdMap, gid: &IdMap) -> Result<()> {
-    let (u, g) = (uid.to_host(0), gid.to_host(0));
-    for dir in [upper, work] {
-        let md = std::fs::symlink_metadata(dir).map_err(|e| Error::io("stat", dir, e))?;
-        if Some(md.uid()) != u || Some(md.gid()) != g {
-            std::os::unix::fs::lchown(dir, u, g).map_err(|e| Error::io("chown", dir, e))?;
-        }
-    }
-    Ok(())
 }

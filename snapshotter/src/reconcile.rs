@@ -42,14 +42,14 @@ pub fn reconcile(s: &Snapshotter) -> Result<Report> {
     let mut live = HashSet::new();
     for (key, rec) in &records {
         live.insert(rec.id.to_string());
-        if let Some(root) = &rec.root {
-            if !compat::is_attached(root)? {
-                s.store().update(key, |r| {
-                    r.root = None;
-                    Ok(())
-                })?;
-                report.forgotten_roots.push(key.clone());
-            }
+        if let Some(root) = &rec.root
+            && !compat::is_attached(root)?
+        {
+            s.store().update(key, |r| {
+                r.root = None;
+                Ok(())
+            })?;
+            report.forgotten_roots.push(key.clone());
         }
     }
     let table = MountTable::current()?;

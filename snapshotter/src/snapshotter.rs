@@ -158,6 +158,15 @@ impl Snapshotter {
         self.dir(id).join("work")
     }
 
+    /// An empty directory (mode 0755), the lower layer of a composed root without parents.
+    fn empty_dir(&self) -> Result<PathBuf> {
+        let dir = self.root.join("empty");
+        if !dir.exists() {
+            mkdir(&dir, 0o755)?;
+        }
+        Ok(dir)
+    }
+
     /// Where the composed root of a user-namespaced snapshot is mounted.
     pub(crate) fn rootfs(&self, id: u64) -> PathBuf {
         self.dir(id).join("rootfs")
@@ -379,19 +388,14 @@ impl Snapshotter {
         let target = self.rootfs(id);
         let lowers: Vec<PathBuf> = chain.iter().map(|i| self.fs(*i)).collect();
         let guard = match (rec.kind, lowers.len()) {
-            (Kind::Active, 0) => {
-                compat::prepare_upper(&self.fs(id), &self.work(id), &uid, &gid)?;
-                DetachedTree::clone_path(self.fs(id), false)?.attach(&target)?
-            }
-            (Kind::Active, _) => {
-                compat::prepare_upper(&self.fs(id), &self.work(id), &uid, &gid)?;
-                Overlay::new()
-                    .lowers(&lowers)
-                    .upper(self.fs(id), self.work(id))
-                    .idmap(ns)
-                    .staging_dir(&self.root)
-                    .mount_at(&target)?
-            }
+            // An overlay needs a lower layer: a snapshot without parents gets the store's empty directory.
+            (Kind::Active, n) => Overlay::new()
+                .lowers(if n == 0 { vec![self.empty_dir()?] } else { lowers })
+                .upper(self.fs(id), self.work(id))
+                .idmap(ns)
+                .staging_dir(&self.root)
+                .mount_at(&target)?,
+            // Overlay refuses one lower layer without an upper: a view of one layer is an idmapped clone of it.
             (_, 0 | 1) => {
                 let mut tree = DetachedTree::clone_path(lowers.first().cloned().unwrap_or(self.fs(id)), false)?;
                 tree.idmap(&ns)?;
@@ -406,11 +410,12 @@ impl Snapshotter {
                 .mount_at(&target)?,
         };
         let record = compat::record(guard)?;
-        if rec.kind == Kind::Active && rec.fixups {
-            if let Err(e) = fixups::apply(&target, &uid, &gid) {
-                let _ = compat::release(&record);
-                return Err(e);
-            }
+        if rec.kind == Kind::Active
+            && rec.fixups
+            && let Err(e) = fixups::apply(&target, &uid, &gid)
+        {
+            let _ = compat::release(&record);
+            return Err(e);
         }
         Ok(record)
     }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub use lm::{have_privilege, privileged};
+pub use lm::{owner, privileged};
 use sha2::{Digest, Sha256};
 
 /// The snapshotter's name in containerd's config.
@@ -145,8 +145,8 @@ impl Containerd {
             &config,
             format!(
                 r#"version = 2
-root = "{d}/containerd/root"
-state = "{d}/containerd/state"
+root = "{d}/root"
+state = "{d}/state"
 disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]
 
 [grpc]
@@ -162,7 +162,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
   address = ""
 
 [plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/containerd/opt"
+  path = "{d}/opt"
 
 [plugins."io.containerd.gc.v1.scheduler"]
   deletion_threshold = 1
@@ -222,6 +222,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
     /// The runc root used for this containerd's containers (never the system's).
     pub fn runc_root(&self) -> String {
         self.dir.join("runc").display().to_string()
+    }
+
+    /// The fifo directory for `ctr run` (never the system's).
+    pub fn fifo_dir(&self) -> String {
+        self.dir.join("fifo").display().to_string()
     }
 
     /// Wait until `done()` holds, up to `secs` seconds; panic with `what` otherwise.
@@ -322,7 +327,7 @@ pub fn tree_digest(root: &Path) -> String {
         } else if ft.is_symlink() {
             line += &format!(" -> {}", std::fs::read_link(&p).unwrap().display());
         } else if ft.is_file() {
-            line += &format!(" {}", hex(&std::fs::read(&p).unwrap()));
+            line += &format!(" {}", hex(std::fs::read(&p).unwrap()));
         } else if ft.is_char_device() || ft.is_block_device() {
             line += &format!(" dev {}", m.rdev());
         }
@@ -339,7 +344,7 @@ pub fn tree_digest(root: &Path) -> String {
         lines.push(line);
     }
     lines.sort();
-    hex(&lines.join("\n"))
+    hex(lines.join("\n"))
 }
 
 /// Mounts (mount points) at or beneath `dir` in this thread's mount namespace.
@@ -351,4 +356,25 @@ pub fn mounts_beneath(dir: &Path) -> Vec<PathBuf> {
 /// Hex sha256 of `data`.
 pub fn hex(data: impl AsRef<[u8]>) -> String {
     Sha256::digest(data.as_ref()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reading what a finished child wrote, without taking it by value.
+pub trait ChildOutput {
+    /// Its stdout and stderr (piped), as text.
+    fn wait_with_output_ref(&mut self) -> String;
+}
+
+impl ChildOutput for Child {
+    fn wait_with_output_ref(&mut self) -> String {
+        use std::io::Read;
+        let mut text = String::new();
+        if let Some(mut o) = self.stdout.take() {
+            let _ = o.read_to_string(&mut text);
+        }
+        if let Some(mut e) = self.stderr.take() {
+            let _ = e.read_to_string(&mut text);
+        }
+        let status = self.wait().map(|s| s.to_string()).unwrap_or_default();
+        format!("{status}: {text}")
+    }
 }
