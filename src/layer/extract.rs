@@ -64,7 +64,17 @@ pub(crate) struct Meta {
     pub uid: u32,
     pub gid: u32,
     pub mtime: (i64, u32),
+    /// The access time the archive gives (PAX `atime`, or a GNU header's atime field), kept as given; the mtime
+    /// otherwise.
+    pub atime: Option<(i64, u32)>,
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Meta {
+    fn timestamps(&self) -> Timestamps {
+        let at = |(s, ns): (i64, u32)| Timespec { tv_sec: s, tv_nsec: ns as _ };
+        Timestamps { last_access: at(self.atime.unwrap_or(self.mtime)), last_modification: at(self.mtime) }
+    }
 }
 
 /// What the staging layer has at a name.
@@ -82,10 +92,11 @@ enum Below {
     Symlink(Vec<u8>),
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct DirMeta {
     mode: u32,
-    mtime: Option<(i64, u32)>,
+    /// mtime and atime, or `None` to leave the time of extraction.
+    times: Option<Timestamps>,
 }
 
 /// The state of one layer being applied.
@@ -124,6 +135,65 @@ fn beneath(dir: BorrowedFd<'_>, rel: &Path, oflags: OFlags) -> rustix::io::Resul
         Mode::empty(),
         ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV,
     )
+}
+
+/// What is read of a lower layer's directory to give a directory of this layer the same attributes.
+const LOWER_DIR_STATX: StatxFlags = StatxFlags::TYPE
+    .union(StatxFlags::MODE)
+    .union(StatxFlags::UID)
+    .union(StatxFlags::GID)
+    .union(StatxFlags::MTIME)
+    .union(StatxFlags::ATIME);
+
+/// The attributes of the lower layer's directory `name` in `dir` (`name` empty: `dir` itself), from `st`: mode,
+/// owner, times and its plain xattrs (never overlay's own).
+fn lower_dir_meta(dir: BorrowedFd<'_>, name: &OsStr, st: &rustix::fs::Statx) -> Meta {
+    let xattrs =
+        xattr::list(dir, name).unwrap_or_default().into_iter().filter(|(k, _)| !xattr::is_overlay(k)).collect();
+    Meta {
+        mode: u32::from(st.stx_mode) & 0o7777,
+        uid: st.stx_uid,
+        gid: st.stx_gid,
+        mtime: (st.stx_mtime.tv_sec, st.stx_mtime.tv_nsec),
+        atime: Some((st.stx_atime.tv_sec, st.stx_atime.tv_nsec)),
+        xattrs,
+    }
+}
+
+/// A device entry's major and minor as the header writes them (octal, or GNU base-256 as Go's archive/tar writes
+/// any int64), refused unless the kernel can hold them: `mknod` takes 12 bits of major and 20 of minor and would
+/// silently make another node from larger numbers (containerd refuses negative numbers and numbers >= 2^32).
+fn device_numbers(h: &tar::Header, entry_name: &Path) -> Result<(u32, u32)> {
+    if h.as_ustar().is_none() && h.as_gnu().is_none() {
+        return Ok((0, 0));
+    }
+    let field = |at: usize| -> Option<i128> {
+        let b = &h.as_bytes()[at..at + 8];
+        if b[0] & 0x80 != 0 {
+            // Base-256, two's complement when the sign bit (0x40 of the first byte) is set.
+            let mut v: i128 = if b[0] & 0x40 != 0 { -1 } else { 0 };
+            v = (v << 6) | i128::from(b[0] & 0x3f);
+            for &c in &b[1..] {
+                v = (v << 8) | i128::from(c);
+            }
+            return Some(v);
+        }
+        let text = std::str::from_utf8(b).ok()?;
+        let text = text.trim_matches(|c| c == '\0' || c == ' ');
+        if text.is_empty() { Some(0) } else { i128::from_str_radix(text, 8).ok() }
+    };
+    let (major, minor) = (field(329), field(337));
+    match (major, minor) {
+        (Some(ma), Some(mi)) if (0..1 << 12).contains(&ma) && (0..1 << 20).contains(&mi) => Ok((ma as u32, mi as u32)),
+        _ => {
+            let show = |v: Option<i128>| v.map_or("?".to_string(), |v| v.to_string());
+            Err(layer_error(LayerProblem::UnsupportedEntry, entry_name).with_detail(format!(
+                "device number {}:{} out of range (the kernel holds majors below 4096 and minors below 1048576)",
+                show(major),
+                show(minor)
+            )))
+        }
+    }
 }
 
 fn split_target(target: &[u8]) -> (bool, VecDeque<OsString>) {
@@ -218,7 +288,7 @@ impl<'a> Extractor<'a> {
 
     fn default_meta(&self) -> Meta {
         let (uid, gid) = self.ids(0, 0, Path::new("/")).unwrap_or((0, 0));
-        Meta { mode: 0o755, uid, gid, mtime: (0, 0), xattrs: Vec::new() }
+        Meta { mode: 0o755, uid, gid, mtime: (0, 0), atime: None, xattrs: Vec::new() }
     }
 
     fn here(&mut self, parent: &Path, name: &OsStr) -> Result<Here> {
@@ -279,32 +349,18 @@ impl<'a> Extractor<'a> {
     fn below(&mut self, parent: &Path, name: &OsStr) -> Result<Below> {
         for &i in self.visible(parent).iter() {
             let Ok(pfd) = beneath(self.lowers[i].as_fd(), parent, OFlags::RDONLY) else { continue };
-            let want = StatxFlags::TYPE | StatxFlags::MODE | StatxFlags::UID | StatxFlags::GID | StatxFlags::MTIME;
             let st = match rustix::fs::statx(
                 &pfd,
                 name,
                 AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_DONT_SYNC,
-                want | StatxFlags::SIZE,
+                LOWER_DIR_STATX | StatxFlags::SIZE,
             ) {
                 Err(Errno::NOENT) if Self::is_opaque(pfd.as_fd()) => return Ok(Below::Absent),
                 Err(_) => continue,
                 Ok(st) => st,
             };
             return Ok(match FileType::from_raw_mode(u32::from(st.stx_mode)) {
-                FileType::Directory => {
-                    let xattrs = xattr::list(pfd.as_fd(), name)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter(|(k, _)| !xattr::is_overlay(k))
-                        .collect();
-                    Below::Dir(Meta {
-                        mode: u32::from(st.stx_mode) & 0o7777,
-                        uid: st.stx_uid,
-                        gid: st.stx_gid,
-                        mtime: (st.stx_mtime.tv_sec, st.stx_mtime.tv_nsec),
-                        xattrs,
-                    })
-                }
+                FileType::Directory => Below::Dir(lower_dir_meta(pfd.as_fd(), name, &st)),
                 FileType::Symlink => match rustix::fs::readlinkat(&pfd, name, Vec::new()) {
                     Ok(t) => Below::Symlink(t.into_bytes()),
                     Err(_) => Below::Absent,
@@ -377,19 +433,27 @@ impl<'a> Extractor<'a> {
             .map_err(|e| os(e, &self.full(&rel)))?;
         }
         for (k, v) in &meta.xattrs {
-            xattr::set_at(fd.as_fd(), name, k, v).map_err(|e| os(e, &self.full(&rel)).with_detail("set xattr"))?;
+            let set = xattr::set_at(fd.as_fd(), name, k, v);
+            self.xattr_set(set, &rel)?;
         }
         if times {
-            let t = Timespec { tv_sec: meta.mtime.0, tv_nsec: meta.mtime.1 as _ };
-            rustix::fs::utimensat(
-                &*fd,
-                name,
-                &Timestamps { last_access: t, last_modification: t },
-                AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| os(e, &self.full(&rel)))?;
+            rustix::fs::utimensat(&*fd, name, &meta.timestamps(), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| os(e, &self.full(&rel)))?;
         }
         Ok(())
+    }
+
+    /// The outcome of setting one archive xattr: one the filesystem does not support (`EOPNOTSUPP`) is skipped and
+    /// counted, as containerd and umoci skip it; any other failure is an error.
+    fn xattr_set(&mut self, set: rustix::io::Result<()>, rel: &Path) -> Result<()> {
+        match set {
+            Ok(()) => Ok(()),
+            Err(Errno::NOTSUP) => {
+                self.stats.skipped_xattrs += 1;
+                Ok(())
+            }
+            Err(e) => Err(os(e, &self.full(rel)).with_detail("set xattr")),
+        }
     }
 
     /// Make `parent/name` a directory of this layer with `meta` (mode and mtime applied at the end, so that
@@ -413,8 +477,8 @@ impl<'a> Extractor<'a> {
             Err(e) => return Err(os(e, &self.full(&rel))),
         };
         self.finish_node(parent, name, meta, false, existed)?;
-        let mtime = (explicit || meta.mtime != (0, 0)).then_some(meta.mtime);
-        self.dir_meta.insert(rel.clone(), DirMeta { mode: meta.mode, mtime });
+        let times = (explicit || meta.mtime != (0, 0)).then(|| meta.timestamps());
+        self.dir_meta.insert(rel.clone(), DirMeta { mode: meta.mode, times });
         self.whiteouts.remove(&rel);
         if was_whiteout {
             // A directory whited out earlier in this same layer, then made again: it hides the lower one.
@@ -508,7 +572,22 @@ impl<'a> Extractor<'a> {
         if self.opaque.insert(rel.to_path_buf()) {
             self.stats.opaque_dirs += 1;
         }
+        // Whiteouts this layer wrote beneath it before the marker came are now redundant, and would be phantoms.
+        let mut beneath: Vec<PathBuf> =
+            self.whiteouts.iter().filter(|w| w.starts_with(rel) && *w != rel).cloned().collect();
+        beneath.sort();
+        for w in beneath {
+            let (parent, name) = (w.parent().unwrap_or(Path::new("")), w.file_name().unwrap_or_default());
+            self.clear(parent, name)?;
+            self.stats.whiteouts -= 1;
+        }
         Ok(())
+    }
+
+    /// True when `dir` or one of its ancestors (the layer root aside, where overlay ignores opacity) was made opaque
+    /// by this layer.
+    fn under_opaque(&self, dir: &Path) -> bool {
+        !self.opaque.is_empty() && dir.ancestors().any(|a| !a.as_os_str().is_empty() && self.opaque.contains(a))
     }
 
     /// Make a whiteout at `parent/name`: a 0/0 character device, in both overlay modes. Unprivileged callers may
@@ -549,7 +628,7 @@ impl<'a> Extractor<'a> {
         let Some((leaf, parent_comps)) = comps.split_last() else {
             // The layer root itself ("./"): only a directory can describe it.
             if kind.is_dir() {
-                self.dir_meta.insert(PathBuf::new(), DirMeta { mode: meta.mode, mtime: Some(meta.mtime) });
+                self.dir_meta.insert(PathBuf::new(), DirMeta { mode: meta.mode, times: Some(meta.timestamps()) });
                 // Always: the staging root may have inherited a setgid directory's group.
                 let (u, g) = (rustix::fs::Uid::from_raw(meta.uid), rustix::fs::Gid::from_raw(meta.gid));
                 rustix::fs::chownat(&self.root, "", Some(u), Some(g), AtFlags::EMPTY_PATH)
@@ -632,15 +711,20 @@ impl<'a> Extractor<'a> {
         let uid = if blank(&old.uid) { 0 } else { h.uid().map_err(bad)? };
         let gid = if blank(&old.gid) { 0 } else { h.gid().map_err(bad)? };
         let mut mtime = (h.mtime().unwrap_or(0) as i64, 0u32);
+        let mut atime = h.as_gnu().and_then(|g| g.atime().ok()).filter(|&t| t != 0).map(|t| (t as i64, 0u32));
         let (uid, gid) = self.ids(uid, gid, name)?;
         let mut xattrs = Vec::new();
         let mut dropped = 0;
         if let Ok(Some(exts)) = entry.pax_extensions() {
             for ext in exts.flatten() {
                 let key = ext.key_bytes();
-                if key == b"mtime" {
+                if key == b"mtime" || key == b"atime" {
                     if let Some(t) = parse_pax_time(ext.value_bytes()) {
-                        mtime = t;
+                        if key == b"mtime" {
+                            mtime = t;
+                        } else {
+                            atime = Some(t);
+                        }
                     }
                 } else if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
                     if xattr::is_overlay(x) {
@@ -652,7 +736,7 @@ impl<'a> Extractor<'a> {
             }
         }
         self.stats.dropped_xattrs += dropped;
-        Ok(Meta { mode, uid, gid, mtime, xattrs })
+        Ok(Meta { mode, uid, gid, mtime, atime, xattrs })
     }
 
     fn file<R: Read>(&mut self, parent: &Path, name: &OsStr, meta: &Meta, data: &mut R) -> Result<()> {
@@ -697,12 +781,10 @@ impl<'a> Extractor<'a> {
             rustix::fs::fchmod(&file, Mode::from_raw_mode(meta.mode)).map_err(|e| os(e, &self.full(&rel)))?;
         }
         for (k, v) in &meta.xattrs {
-            rustix::fs::fsetxattr(&file, OsStr::from_bytes(k), v, rustix::fs::XattrFlags::empty())
-                .map_err(|e| os(e, &self.full(&rel)).with_detail("set xattr"))?;
+            let set = rustix::fs::fsetxattr(&file, OsStr::from_bytes(k), v, rustix::fs::XattrFlags::empty());
+            self.xattr_set(set, &rel)?;
         }
-        let t = Timespec { tv_sec: meta.mtime.0, tv_nsec: meta.mtime.1 as _ };
-        rustix::fs::futimens(&file, &Timestamps { last_access: t, last_modification: t })
-            .map_err(|e| os(e, &self.full(&rel)))?;
+        rustix::fs::futimens(&file, &meta.timestamps()).map_err(|e| os(e, &self.full(&rel)))?;
         if self.opts.sync == SyncMode::Fsync {
             rustix::fs::fsync(&file).map_err(|e| os(e, &self.full(&rel)))?;
         }
@@ -734,6 +816,13 @@ impl<'a> Extractor<'a> {
         let Some(tparent) = self.resolve_dir(tparent_comps, false)? else { return Err(missing()) };
         if tparent == parent && tleaf == name {
             return Ok(());
+        }
+        if self.whiteouts.contains(&tparent.join(tleaf)) {
+            // What the target named is deleted by this very layer: a link would be one more whiteout.
+            return Err(layer_error(LayerProblem::HardlinkTarget, entry_name).with_detail(format!(
+                "target \"{}\" is whited out earlier in this layer",
+                String::from_utf8_lossy(target)
+            )));
         }
         let tfd = self.dir_fd(&tparent)?;
         match rustix::fs::statx(&*tfd, tleaf.as_os_str(), AtFlags::SYMLINK_NOFOLLOW, StatxFlags::TYPE) {
@@ -773,9 +862,7 @@ impl<'a> Extractor<'a> {
         let (ft, dev) = match kind {
             tar::EntryType::Fifo => (FileType::Fifo, 0),
             _ => {
-                let h = entry.header();
-                let (major, minor) =
-                    (h.device_major().ok().flatten().unwrap_or(0), h.device_minor().ok().flatten().unwrap_or(0));
+                let (major, minor) = device_numbers(entry.header(), entry_name)?;
                 let ft = if kind == tar::EntryType::Char { FileType::CharacterDevice } else { FileType::BlockDevice };
                 if ft == FileType::CharacterDevice
                     && (major, minor) == (0, 0)
@@ -846,6 +933,9 @@ impl<'a> Extractor<'a> {
             // of this layer must still hide the lower one's children, so it becomes opaque.
             Here::Dir => self.set_opaque(&rel),
             Here::Symlink(_) | Here::Other => Ok(()),
+            // A directory this layer made opaque already hides every lower entry beneath it; a whiteout there would
+            // be listed by overlay's readdir (the directory is not merged) and be missing to lstat.
+            Here::Absent if self.under_opaque(&parent) => Ok(()),
             // Without lower layers to look at, hide whatever may be there; with them, only what they show (a
             // whiteout in a directory no lower layer has would be listed by overlay's readdir).
             Here::Absent if self.lowers.is_empty() || self.below_exists(&parent, target) => {
@@ -886,13 +976,26 @@ impl<'a> Extractor<'a> {
         let root_meta = match self.dir_meta.remove(Path::new("")) {
             Some(m) => m,
             None => {
-                // No "./" entry: the root is 0755 and owned by (shifted) root (always set: the staging root may have
-                // inherited a setgid directory's group).
-                let d = self.default_meta();
+                // No "./" entry: the root follows the rule of every implied directory: the top-most lower layer's
+                // root (mode, owner, times, plain xattrs), else 0755 owned by (shifted) root. The owner is always
+                // set: the staging root may have inherited a setgid directory's group.
+                let lower = match self.lowers.first() {
+                    Some(fd) => Some(
+                        rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, LOWER_DIR_STATX)
+                            .map(|st| lower_dir_meta(fd.as_fd(), OsStr::new(""), &st))
+                            .map_err(|e| os(e, &self.opts.parents[0]))?,
+                    ),
+                    None => None,
+                };
+                let d = lower.clone().unwrap_or_else(|| self.default_meta());
                 let (u, g) = (rustix::fs::Uid::from_raw(d.uid), rustix::fs::Gid::from_raw(d.gid));
                 rustix::fs::chownat(&self.root, "", Some(u), Some(g), AtFlags::EMPTY_PATH)
                     .map_err(|e| os(e, &self.root_path))?;
-                DirMeta { mode: 0o755, mtime: None }
+                for (k, v) in &d.xattrs {
+                    let set = xattr::set_at(self.root.as_fd(), OsStr::new(""), k, v);
+                    self.xattr_set(set, Path::new(""))?;
+                }
+                DirMeta { mode: d.mode, times: lower.map(|m| m.timestamps()) }
             }
         };
         let mut dirs: Vec<(PathBuf, DirMeta)> = self.dir_meta.drain().collect();
@@ -901,10 +1004,8 @@ impl<'a> Extractor<'a> {
         for (rel, m) in dirs {
             let fd = beneath(self.root.as_fd(), &rel, OFlags::RDONLY).map_err(|e| os(e, &self.full(&rel)))?;
             rustix::fs::fchmod(&fd, Mode::from_raw_mode(m.mode)).map_err(|e| os(e, &self.full(&rel)))?;
-            if let Some((s, ns)) = m.mtime {
-                let t = Timespec { tv_sec: s, tv_nsec: ns as _ };
-                rustix::fs::futimens(&fd, &Timestamps { last_access: t, last_modification: t })
-                    .map_err(|e| os(e, &self.full(&rel)))?;
+            if let Some(t) = &m.times {
+                rustix::fs::futimens(&fd, t).map_err(|e| os(e, &self.full(&rel)))?;
             }
             if self.opts.sync == SyncMode::Fsync {
                 rustix::fs::fsync(&fd).map_err(|e| os(e, &self.full(&rel)))?;

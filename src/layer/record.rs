@@ -50,13 +50,16 @@ pub struct ApplyStats {
     pub skipped_devices: u64,
     /// `*.overlay.*` xattrs from the archive that were dropped.
     pub dropped_xattrs: u64,
+    /// xattrs from the archive that the destination filesystem does not support (`EOPNOTSUPP`, e.g.
+    /// `system.nfs4_acl` on tmpfs), skipped as containerd and umoci skip them.
+    pub skipped_xattrs: u64,
     /// Bytes of file data written.
     pub bytes: u64,
 }
 
 impl ApplyStats {
     /// Every counter with its name, in marker order: the one list the marker's writer and reader share.
-    fn fields_mut(&mut self) -> [(&'static str, &mut u64); 12] {
+    fn fields_mut(&mut self) -> [(&'static str, &mut u64); 13] {
         [
             ("entries", &mut self.entries),
             ("files", &mut self.files),
@@ -69,11 +72,12 @@ impl ApplyStats {
             ("opaque_dirs", &mut self.opaque_dirs),
             ("skipped_devices", &mut self.skipped_devices),
             ("dropped_xattrs", &mut self.dropped_xattrs),
+            ("skipped_xattrs", &mut self.skipped_xattrs),
             ("bytes", &mut self.bytes),
         ]
     }
 
-    fn fields(&self) -> [(&'static str, u64); 12] {
+    fn fields(&self) -> [(&'static str, u64); 13] {
         let mut copy = *self;
         copy.fields_mut().map(|(k, v)| (k, *v))
     }

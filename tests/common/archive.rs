@@ -134,6 +134,27 @@ impl Tar {
         self
     }
 
+    /// A block (or character) device whose numbers are written as Go's archive/tar writes any int64: octal when it
+    /// fits the 8-byte field, base-256 otherwise (so out-of-range and negative numbers reach the reader as they are).
+    pub fn device(&mut self, name: &str, block: bool, major: i64, minor: i64) -> &mut Self {
+        let kind = if block { tar::EntryType::Block } else { tar::EntryType::Char };
+        let mut h = raw_header(name.as_bytes(), kind, 0, b"", &Opt::default(), 0o644);
+        for (at, v) in [(329, major), (337, minor)] {
+            let field: [u8; 8] = if (0..0o7777777).contains(&v) {
+                let text = format!("{v:07o}\0");
+                text.as_bytes().try_into().unwrap()
+            } else {
+                let mut b = v.to_be_bytes();
+                b[0] |= 0x80;
+                b
+            };
+            h.as_mut_bytes()[at..at + 8].copy_from_slice(&field);
+        }
+        h.set_cksum();
+        self.push(&h, b"");
+        self
+    }
+
     pub fn all(&mut self, entries: &[E]) -> &mut Self {
         for e in entries {
             self.add(e);
