@@ -126,6 +126,10 @@ pub enum OverlayProblem {
     /// The upper directory already holds files and is owned by someone other than the container's root (the map's
     /// host ids of container uid 0 and gid 0): it was written for another container or mapping.
     UpperOwner,
+    /// A layer, upper or work directory is (or lies inside) the upper or work directory of a live overlay, found in
+    /// the mount table: the kernel would mount it with only a warning ("in-use as upperdir/workdir of another mount,
+    /// accessing files from both mounts will result in undefined behavior"). Checked before mounting.
+    InUse,
 }
 
 impl fmt::Display for OverlayProblem {
@@ -142,6 +146,7 @@ impl fmt::Display for OverlayProblem {
             Self::SilentlyReadOnly => "the kernel made the overlay read-only although it has an upper layer",
             Self::UpperNotMapped => "the upper's idmap does not map the mounter",
             Self::UpperOwner => "the upper belongs to someone other than the container's root",
+            Self::InUse => "a directory is in use as the upper or work directory of another overlay",
         })
     }
 }

@@ -119,6 +119,23 @@ impl MountInfo {
     }
 }
 
+impl MountInfo {
+    /// The value of the per-superblock option `key` (`upperdir` of an overlay, say), if the mount has it. A value
+    /// holding a comma cannot be told from two options here (the table's escapes are already decoded), so it is cut
+    /// at the comma.
+    ///
+    /// ```
+    /// use layermount::MountInfo;
+    /// let m = MountInfo::parse_line("40 1 0:50 / /run/c rw - overlay overlay rw,lowerdir=/l,upperdir=/u,workdir=/w")?;
+    /// assert_eq!(m.super_option("upperdir"), Some("/u"));
+    /// assert_eq!(m.super_option("index"), None);
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
+    pub fn super_option(&self, key: &str) -> Option<&str> {
+        self.super_options.split(',').find_map(|o| o.strip_prefix(key)?.strip_prefix('='))
+    }
+}
+
 /// A snapshot of the calling thread's mount table.
 ///
 /// ```no_run

@@ -8,7 +8,7 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use common::archive::{E, Opt, Tar, expect, tar_of, tree};
+use common::archive::{E, Opt, Tar, tar_of, tree};
 use common::privileged;
 use layermount::{
     ApplyOptions, ErrorKind, LayerProblem, Overlay, OverlayOption, OverlayProblem, Strategy, SyncMode, WhiteoutMode,
@@ -224,12 +224,49 @@ fn implied_directories_and_the_root_follow_one_rule() {
     });
 }
 
-#[allow(dead_code)]
-fn unused() -> (Strategy, OverlayProblem) {
-    (Strategy::Legacy, OverlayProblem::NestedLayers)
-}
-
-#[allow(dead_code)]
-fn unused2() {
-    let _ = expect(&[]);
+/// xfstests `overlay/065` ("overlapping lowerdir with other mount upperdir/workdir") and `overlay/036` (exclusive
+/// upper and work directories): a lower (or upper) that is, or lies inside, the upper or work directory of a live
+/// overlay is refused before mounting, naming that mount, whichever strategy mounted the live overlay and whichever
+/// composes the new one. Once the live overlay is gone, the same overlay mounts.
+#[test]
+fn a_live_overlays_upper_or_work_is_refused_as_a_layer() {
+    let all = [Strategy::DetachedFds, Strategy::AttachedFds, Strategy::Strings, Strategy::Legacy];
+    for live in all {
+        privileged(&format!("a_live_overlays_upper_or_work_is_refused_as_a_layer/{live}"), move |scratch| {
+            for d in ["l1", "l2", "u/sub", "w", "u2", "w2", "other"] {
+                fs::create_dir_all(scratch.join(d)).unwrap();
+            }
+            let p = |d: &str| scratch.join(d);
+            let mnt = p("live");
+            let guard = Overlay::new()
+                .lower(p("l2"))
+                .lower(p("l1"))
+                .upper(p("u"), p("w"))
+                .strategy(live)
+                .staging_dir(scratch)
+                .mount_at(&mnt)
+                .unwrap();
+            let cases: [(&str, &dyn Fn() -> Overlay); 4] = [
+                ("lower is the live upper", &|| Overlay::new().lower(p("u")).lower(p("l1"))),
+                ("lower is the live work", &|| Overlay::new().lower(p("other")).lower(p("w"))),
+                ("lower inside the live upper", &|| Overlay::new().lower(p("u/sub")).lower(p("l1"))),
+                ("upper is the live upper", &|| Overlay::new().lower(p("l1")).upper(p("u"), p("w2"))),
+            ];
+            for (name, make) in cases {
+                for s in all {
+                    let err = make().strategy(s).staging_dir(scratch).mount().map(drop).unwrap_err();
+                    assert_eq!(
+                        err.kind(),
+                        ErrorKind::InvalidOverlay(OverlayProblem::InUse),
+                        "{live}/{s} {name}: {err}"
+                    );
+                    let text = err.to_string();
+                    assert!(text.contains(&mnt.display().to_string()), "{live}/{s} {name}: names the mount: {text}");
+                }
+            }
+            guard.unmount().unwrap();
+            let o = Overlay::new().lower(p("u")).lower(p("w")).staging_dir(scratch);
+            o.mount_at(p("after")).unwrap().unmount().unwrap();
+        });
+    }
 }

@@ -226,6 +226,50 @@ pub(crate) fn validate(all: &[Resolved], has_upper: bool) -> Result<()> {
             }
         }
     }
+    not_in_use(all)
+}
+
+/// Refuse a directory that is, or lies inside, the upper or work directory of a live overlay of this mount
+/// namespace: the kernel marks those "in use" and, without `index=on`, mounts a second overlay over them with only a
+/// warning in its log. The live overlays' directories are read from the mount table's `upperdir=`/`workdir=`
+/// options and identified by `statx`, whatever strategy mounted them; a path the table shows that no longer leads
+/// to the directory (an upper idmapped through a temporary or detached mount) cannot be checked.
+fn not_in_use(all: &[Resolved]) -> Result<()> {
+    let Ok(table) = crate::mountinfo::MountTable::current() else { return Ok(()) };
+    let mut live = Vec::new();
+    for m in table.mounts().iter().filter(|m| m.fs_type == "overlay") {
+        for key in ["upperdir", "workdir"] {
+            let Some(dir) = m.super_option(key).map(Path::new).filter(|p| p.is_absolute()) else { continue };
+            let Ok(st) = rustix::fs::statx(CWD, dir, AtFlags::empty(), STATX_WANT) else { continue };
+            live.push((m, key, dir, (st.stx_dev_major, st.stx_dev_minor), st.stx_ino));
+        }
+    }
+    if live.is_empty() {
+        return Ok(());
+    }
+    for r in all {
+        for &(m, key, dir, dev, ino) in &live {
+            let same = (r.dev, r.ino) == (dev, ino);
+            // Inside: the path's text says so, and where it really leads confirms it (a symlink could lead out).
+            let inside = !same
+                && r.path.as_deref().is_none_or(|p| p.starts_with(dir))
+                && match (r.real_path(), std::fs::canonicalize(dir)) {
+                    (Some(real), Ok(dir)) => real.starts_with(dir),
+                    _ => false,
+                };
+            if same || inside {
+                return Err(overlay_error(OverlayProblem::InUse, &r.given).with_detail(format!(
+                    "{} {} is {} the {key} of the overlay mounted at {} (mount id {}); the kernel would mount it with \
+                     only a warning, and files seen through both mounts would be undefined",
+                    r.role.name(),
+                    r.given.display(),
+                    if same { "already" } else { "inside" },
+                    m.mount_point.display(),
+                    m.mount_id
+                )));
+            }
+        }
+    }
     Ok(())
 }
 
