@@ -7,6 +7,9 @@
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{AtFlags, StatxFlags};
+use rustix::io::Errno;
+
 use crate::error::{Error, ErrorKind, Result};
 use crate::features::Strategy;
 use crate::fscontext::FsContext;
@@ -126,6 +129,8 @@ struct Plan {
     uid_map: Option<IdMap>,
     gid_map: Option<IdMap>,
     mkdirs: Vec<String>,
+    /// mount(8)'s `X-mount.mkdir[=MODE]`: make a missing target (and its parents) with this mode.
+    mkdir_target: Option<u32>,
     lowerdir: Option<String>,
     upperdir: Option<String>,
     workdir: Option<String>,
@@ -213,6 +218,10 @@ impl MountSpec {
                 ("uidmap", Some(v)) => p.uid_map = Some(IdMap::parse(v)?),
                 ("gidmap", Some(v)) => p.gid_map = Some(IdMap::parse(v)?),
                 ("X-containerd.mkdir.path", Some(v)) => p.mkdirs.push(v.to_string()),
+                ("X-mount.mkdir" | "x-mount.mkdir", v) => {
+                    let mode = v.map_or(Some(0o755), |m| u32::from_str_radix(m, 8).ok().filter(|m| *m <= 0o7777));
+                    p.mkdir_target = Some(mode.ok_or_else(|| spec_error(format!("bad \"{o}\": want an octal mode")))?);
+                }
                 ("lowerdir", Some(v)) => p.lowerdir = Some(v.to_string()),
                 ("upperdir", Some(v)) => p.upperdir = Some(v.to_string()),
                 ("workdir", Some(v)) => p.workdir = Some(v.to_string()),
@@ -261,6 +270,11 @@ impl MountSpec {
     /// Mount flags (`ro`, `nosuid`, `nodev`, `noexec`, `nosymfollow`, atime modes, propagation) apply to the
     /// resulting mount. Unknown `X-containerd.*` options are an error and never reach the kernel.
     ///
+    /// The target must exist, as for mount(8) and `mount(2)`: a missing one is an error (ENOENT) before anything is
+    /// done, unless `X-mount.mkdir[=MODE]` (mount(8)'s option, also spelled `x-mount.mkdir`; octal mode, default
+    /// 0755) asks to make it, missing parents included, or an `X-containerd.mkdir.path=` names it. A target made
+    /// this way stays after unmounting, as with mount(8).
+    ///
     /// ```no_run
     /// let spec = layermount::MountSpec::new("tmpfs", "none", "/run/scratch").with_options("size=16m,nodev,mode=0700");
     /// let guard = spec.mount()?;
@@ -274,6 +288,7 @@ impl MountSpec {
     pub fn mount_with_strategy(&self, strategy: Option<Strategy>) -> Result<MountGuard> {
         let kind = self.kind()?;
         let plan = self.plan()?;
+        self.check_target(&plan)?;
         for spec in &plan.mkdirs {
             mkdir(spec)?;
         }
@@ -324,7 +339,32 @@ impl MountSpec {
         if let Some(p) = plan.propagation {
             tree.set_propagation(p)?;
         }
-        tree.attach(&self.target)
+        // The mount point is made last, when nothing can fail but the attach, and removed again if that fails.
+        let made = match plan.mkdir_target {
+            Some(mode) => make_target(&self.target, mode)?,
+            None => Vec::new(),
+        };
+        tree.attach_at(&self.target, false).inspect_err(|_| {
+            for dir in made.iter().rev() {
+                let _ = rustix::fs::rmdir(dir);
+            }
+        })
+    }
+
+    /// The target exists, or the options ask to make it.
+    fn check_target(&self, plan: &Plan) -> Result<()> {
+        let named = |spec: &String| Path::new(spec.split(':').next().unwrap_or_default()) == self.target;
+        if plan.mkdir_target.is_some() || plan.mkdirs.iter().any(named) {
+            return Ok(());
+        }
+        match rustix::fs::statx(rustix::fs::CWD, &self.target, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::TYPE) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Error::os("mount", e).with_path(&self.target).with_detail(if e == Errno::NOENT {
+                "the mount point does not exist (X-mount.mkdir, or --mkdir on the command line, makes it)"
+            } else {
+                "the mount point cannot be reached"
+            })),
+        }
     }
 
     fn overlay(&self, plan: &Plan, userns: Option<UserNamespace>, strategy: Option<Strategy>) -> Result<DetachedTree> {
@@ -356,6 +396,33 @@ impl MountSpec {
         }
         o.mount()
     }
+}
+
+/// `X-mount.mkdir=MODE`: make the missing mount point `target` and its missing parents with `mode` (parents as
+/// mount(8) makes them, with the same mode); an existing one is left as it is.
+/// Returns the directories it made, outermost first.
+fn make_target(target: &Path, mode: u32) -> Result<Vec<PathBuf>> {
+    let missing: Vec<PathBuf> =
+        target.ancestors().take_while(|a| std::fs::symlink_metadata(a).is_err()).map(Path::to_path_buf).collect();
+    let mut made = Vec::new();
+    for dir in missing.into_iter().rev() {
+        match std::fs::DirBuilder::new().mode(mode).create(&dir) {
+            Ok(()) => made.push(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                for d in made.iter().rev() {
+                    let _ = rustix::fs::rmdir(d);
+                }
+                return Err(Error::io("X-mount.mkdir", &e).with_path(dir));
+            }
+        }
+    }
+    if made.last().is_some_and(|d| d == target) {
+        // The umask may have taken bits away.
+        std::fs::set_permissions(target, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io("X-mount.mkdir", &e).with_path(target))?;
+    }
+    Ok(made)
 }
 
 /// `X-containerd.mkdir.path=PATH[:MODE[:UID:GID]]`: create `PATH` (and missing parents, 0700) if missing, then give

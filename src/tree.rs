@@ -399,11 +399,19 @@ impl DetachedTree {
     /// ```
     #[doc(alias = "move_mount")]
     pub fn attach(self, target: impl AsRef<Path>) -> Result<MountGuard> {
-        let target = target.as_ref();
-        let created = match rustix::fs::mkdir(target, Mode::RWXU) {
-            Ok(()) => true,
-            Err(Errno::EXIST) => false,
-            Err(e) => return Err(Error::os("attach: create mount point", e).with_path(target)),
+        self.attach_at(target.as_ref(), true)
+    }
+
+    /// [`attach`](Self::attach), creating a missing `target` only if `create` (otherwise `move_mount` says ENOENT,
+    /// as mount(8) does).
+    pub(crate) fn attach_at(self, target: &Path, create: bool) -> Result<MountGuard> {
+        let created = match create {
+            false => false,
+            true => match rustix::fs::mkdir(target, Mode::RWXU) {
+                Ok(()) => true,
+                Err(Errno::EXIST) => false,
+                Err(e) => return Err(Error::os("attach: create mount point", e).with_path(target)),
+            },
         };
         let moved = rustix::mount::move_mount(&self.fd, "", CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH);
         if let Err(e) = moved {

@@ -108,8 +108,9 @@ fn mount_and_umount_an_idmapped_overlay_with_every_strategy() {
         let p = |s: &str| scratch.join(s).display().to_string();
         let target = p("root");
         for strategy in ["auto", "fd", "fd-attached", "string", "legacy"] {
-            fs::create_dir(&target).unwrap();
             let o = layermount(&[
+                "mount",
+                "--mkdir",
                 "mount",
                 "--lower",
                 &p("l2"),
@@ -133,7 +134,7 @@ fn mount_and_umount_an_idmapped_overlay_with_every_strategy() {
             assert!(!scratch.join("root/f").exists(), "{strategy}: unmounted");
             fs::remove_dir(&target).unwrap();
         }
-        // containerd-style -o options.
+        // containerd-style -o options (and mount(8)'s X-mount.mkdir).
         let o = layermount(&[
             "mount",
             "-t",
@@ -141,16 +142,56 @@ fn mount_and_umount_an_idmapped_overlay_with_every_strategy() {
             "-o",
             &format!("lowerdir={}:{}", p("l2"), p("l1")),
             "-o",
-            "ro,uidmap=0:100000:65536,gidmap=0:100000:65536",
+            "ro,uidmap=0:100000:65536,gidmap=0:100000:65536,X-mount.mkdir",
             "overlay",
             &target,
         ]);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         assert_eq!(common::owner(&scratch.join("root/f")), (100000, 100000));
         assert_eq!(layermount(&["umount", &target]).status.code(), Some(0));
-        // mount created the missing mount point; umount leaves it (empty), as umount(8) does.
+        // mount created the missing mount point as asked; umount leaves it (empty), as umount(8) does.
         assert_eq!(fs::read_dir(scratch.join("root")).unwrap().count(), 0);
         fs::remove_dir(scratch.join("root")).unwrap();
+    });
+}
+
+/// LTP `mount02`: mount(2) onto a missing mount point is ENOENT; mount(8) makes it only with `--mkdir[=MODE]` or
+/// `-o X-mount.mkdir[=MODE]` (util-linux; default mode 0755, parents too).
+#[test]
+fn mount_onto_a_missing_target_needs_mkdir() {
+    common::privileged("mount_onto_a_missing_target_needs_mkdir", |scratch| {
+        for missing in [scratch.join("b"), scratch.join("a/b")] {
+            let t = missing.display().to_string();
+            let o = layermount(&["mount", "-t", "tmpfs", "tmpfs", &t]);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(1), "{err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(err.contains("No such file or directory") && err.contains(&t), "{err}");
+            assert!(!scratch.join("a").exists() && !scratch.join("b").exists(), "nothing created");
+        }
+        let target = scratch.join("a/b");
+        let t = target.display().to_string();
+        for (args, mode) in [
+            (&["--mkdir"][..], 0o755),
+            (&["--mkdir=0700"], 0o700),
+            (&["-o", "X-mount.mkdir=711"], 0o711),
+            (&["-m"], 0o755),
+        ] {
+            let mut all = vec!["mount", "-t", "tmpfs"];
+            all.extend_from_slice(args);
+            all.extend_from_slice(&["tmpfs", &t]);
+            let o = layermount(&all);
+            assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+            let table = layermount::MountTable::current().unwrap();
+            assert_eq!(table.mount_of(&target).unwrap().fs_type, "tmpfs", "{args:?}");
+            assert_eq!(layermount(&["umount", &t]).status.code(), Some(0));
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(fs::metadata(&target).unwrap().mode() & 0o7777, mode, "{args:?}");
+            fs::remove_dir(&target).unwrap();
+            fs::remove_dir(scratch.join("a")).unwrap();
+        }
+        // --mkdir takes its mode only after '=': the next word stays the target.
+        assert_eq!(layermount(&["mount", "-t", "tmpfs", "--mkdir", "0700", "tmpfs", &t]).status.code(), Some(2));
     });
 }
 
@@ -159,7 +200,7 @@ fn mount_and_umount_failures_exit_1_with_one_line() {
     common::privileged("mount_and_umount_failures_exit_1_with_one_line", |scratch| {
         fs::create_dir(scratch.join("l1")).unwrap();
         let p = |s: &str| scratch.join(s).display().to_string();
-        let cases: [(&[&str], &str); 4] = [
+        let cases: [(&[&str], &str); 5] = [
             (
                 &[
                     "mount",
@@ -171,8 +212,9 @@ fn mount_and_umount_failures_exit_1_with_one_line() {
                 ],
                 "unknown containerd option",
             ),
-            (&["mount", "--lower", &p("l1"), "--lower", &p("missing"), &p("t")], "missing"),
-            (&["mount", "--lower", &p("l1"), "--lower", &p("l1"), &p("t")], "same directory"),
+            (&["mount", "--mkdir", "--lower", &p("l1"), "--lower", &p("missing"), &p("t")], "missing"),
+            (&["mount", "--mkdir", "--lower", &p("l1"), "--lower", &p("l1"), &p("t")], "same directory"),
+            (&["mount", "--lower", &p("l1"), "--lower", &p("l1"), &p("t")], "does not exist"),
             (&["umount", &p("l1")], "not a mount point"),
         ];
         for (args, needle) in cases {
@@ -182,6 +224,7 @@ fn mount_and_umount_failures_exit_1_with_one_line() {
             assert_eq!(err.lines().count(), 1, "{err}");
             assert!(err.starts_with("layermount: ") && err.contains(needle), "{err}");
         }
+        // A failed mount leaves no mount point behind, even one --mkdir was to make.
         assert!(!scratch.join("t").exists());
     });
 }
@@ -253,6 +296,46 @@ fn apply_verify_recover_from_the_command_line() {
         // Usage errors.
         assert_eq!(layermount(&["apply", "--whiteouts", "aufs", "x", "y"]).status.code(), Some(2));
         assert_eq!(layermount(&["apply", "--sync", "sometimes", "x", "y"]).status.code(), Some(2));
+    });
+}
+
+/// The peers' apply cases through the command line (see tests/peers.rs for where each comes from): a device number
+/// out of range and a hardlink to a whited-out path fail with one line and leave nothing; an unsupported xattr is
+/// skipped with one warning line.
+#[test]
+fn apply_agrees_with_the_peers_from_the_command_line() {
+    common::privileged("apply_agrees_with_the_peers_from_the_command_line", |scratch| {
+        use common::archive::{E, Opt, Tar, tar_of};
+        let p = |x: &std::path::Path| x.display().to_string();
+        let store = scratch.join("store");
+        fs::create_dir(&store).unwrap();
+        let mut t = Tar::new();
+        t.device("dev", true, 1 << 32, 0);
+        let device = scratch.join("device.tar");
+        fs::write(&device, t.finish()).unwrap();
+        let hardlink = scratch.join("hardlink.tar");
+        fs::write(&hardlink, tar_of(&[E::File(".wh.a", ""), E::Hardlink("b", "a")])).unwrap();
+        for (blob, needle) in [(&device, "out of range"), (&hardlink, "whited out")] {
+            let o = layermount(&["apply", "--sync", "none", &p(blob), &p(&store.join("l"))]);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(1), "{err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(err.contains(needle), "{err}");
+            assert_eq!(fs::read_dir(&store).unwrap().count(), 0, "nothing left behind");
+        }
+        let mut t = Tar::new();
+        for name in ["x", "y"] {
+            let pax = vec![("SCHILY.xattr.system.nfs4_acl".to_string(), vec![0u8; 4])];
+            t.add_with(&E::File(name, "data"), &Opt { pax, ..Opt::default() });
+        }
+        let acl = scratch.join("acl.tar");
+        fs::write(&acl, t.finish()).unwrap();
+        let o = layermount(&["apply", "--sync", "none", &p(&acl), &p(&store.join("acl"))]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(0), "{err}");
+        assert_eq!(err.lines().count(), 1, "said once: {err}");
+        assert!(err.contains("warning: skipped 2 xattr(s)"), "{err}");
+        assert_eq!(fs::read(store.join("acl/y")).unwrap(), b"data");
     });
 }
 

@@ -270,3 +270,39 @@ fn a_live_overlays_upper_or_work_is_refused_as_a_layer() {
         });
     }
 }
+
+/// LTP `mount02` (mount(2) onto a missing mount point fails with ENOENT) and util-linux's `X-mount.mkdir[=mode]`
+/// (mount(8) `--mkdir`, default mode 0755, missing parents made too): a [`MountSpec`](layermount::MountSpec) onto a
+/// missing target is refused with ENOENT and creates nothing; with `X-mount.mkdir` the target is made.
+#[test]
+fn a_mount_onto_a_missing_target_is_refused_unless_asked() {
+    privileged("a_mount_onto_a_missing_target_is_refused_unless_asked", |scratch| {
+        use layermount::MountSpec;
+        for missing in [scratch.join("missing"), scratch.join("missing/mnt")] {
+            let err = MountSpec::new("tmpfs", "tmpfs", &missing).with_options("size=1m").mount().map(drop).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc_enoent()), "{err}");
+            assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
+            assert!(!scratch.join("missing").exists(), "nothing created");
+        }
+        let target = scratch.join("missing/mnt");
+
+        for (option, mode) in [("X-mount.mkdir", 0o755), ("x-mount.mkdir=0700", 0o700), ("X-mount.mkdir=711", 0o711)] {
+            let spec = MountSpec::new("tmpfs", "tmpfs", &target).with_options(&format!("size=1m,{option}"));
+            let guard = spec.mount().unwrap_or_else(|e| panic!("{option}: {e}"));
+            let table = layermount::MountTable::current().unwrap();
+            assert_eq!(table.mount_of(&target).unwrap().fs_type, "tmpfs", "{option}: mounted");
+            guard.unmount().unwrap();
+            let m = fs::metadata(&target).unwrap();
+            assert_eq!(m.mode() & 0o7777, mode, "{option}: made with its mode, left after unmount as by mount(8)");
+            fs::remove_dir(&target).unwrap();
+            fs::remove_dir(scratch.join("missing")).unwrap();
+        }
+        let err = MountSpec::new("tmpfs", "tmpfs", &target).with_options("X-mount.mkdir=9z").mount().map(drop);
+        assert_eq!(err.unwrap_err().kind(), ErrorKind::InvalidMountSpec);
+        assert!(!scratch.join("missing").exists());
+    });
+}
+
+fn libc_enoent() -> i32 {
+    rustix::io::Errno::NOENT.raw_os_error()
+}

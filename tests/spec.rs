@@ -94,6 +94,7 @@ fn overlay_spec_with_idmap_mounts() {
         fs::write(scratch.join("l1/f"), "1").unwrap();
         fs::write(scratch.join("l2/f"), "2").unwrap();
         let s = |p: &str| scratch.join(p).display().to_string();
+        fs::create_dir(scratch.join("root")).unwrap();
         let mut spec = MountSpec::new("overlay", "overlay", scratch.join("root")).with_options(&format!(
             "lowerdir={}:{},upperdir={},workdir={},nodev,volatile",
             s("l2"),
@@ -118,6 +119,7 @@ fn bind_and_tmpfs_specs_mount() {
     privileged("bind_and_tmpfs_specs_mount", |scratch| {
         fs::create_dir(scratch.join("src")).unwrap();
         fs::write(scratch.join("src/f"), "x").unwrap();
+        fs::create_dir(scratch.join("b")).unwrap();
         let bind = MountSpec::new("bind", scratch.join("src").display().to_string(), scratch.join("b"))
             .with_options("rbind,ro,nosuid");
         let guard = bind.mount().unwrap();
@@ -126,6 +128,7 @@ fn bind_and_tmpfs_specs_mount() {
         guard.unmount().unwrap();
 
         let mk = scratch.join("made/by/spec");
+        fs::create_dir(scratch.join("t")).unwrap();
         let tmpfs = MountSpec::new("tmpfs", "none", scratch.join("t"))
             .with_options(&format!("size=1m,mode=0710,nodev,noexec,X-containerd.mkdir.path={}:0751:5:6", mk.display()));
         let guard = tmpfs.mount().unwrap();
@@ -141,8 +144,11 @@ fn bind_and_tmpfs_specs_mount() {
         }
         guard.unmount().unwrap();
 
-        let err =
-            MountSpec::new("tmpfs", "none", scratch.join("bad")).with_options("no_such_opt=1").mount().unwrap_err();
+        // X-mount.mkdir makes the mount point only once the filesystem is made: a refused option leaves none.
+        let err = MountSpec::new("tmpfs", "none", scratch.join("bad"))
+            .with_options("no_such_opt=1,X-mount.mkdir")
+            .mount()
+            .unwrap_err();
         assert!(err.kernel_messages().iter().any(|m| m.contains("no_such_opt")), "{err}");
         assert!(!scratch.join("bad").exists(), "no mount point left behind");
     });

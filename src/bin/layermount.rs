@@ -56,6 +56,10 @@ enum Command {
         /// How overlay layers reach the kernel: auto (the best this kernel has), fd, fd-attached, string, legacy.
         #[arg(long, default_value = "auto", value_parser = parse_strategy)]
         strategy: StrategyArg,
+        /// Make TARGET (and its missing parents) if it does not exist, with MODE (octal, default 0755), as
+        /// mount(8)'s --mkdir; the same as -o X-mount.mkdir[=MODE]. Without it a missing TARGET is an error.
+        #[arg(short = 'm', long = "mkdir", value_name = "MODE", num_args = 0..=1, require_equals = true)]
+        mkdir: Option<Option<String>>,
         /// [SOURCE] TARGET (SOURCE defaults to the type's name).
         #[arg(num_args = 1..=2, required = true, value_name = "SOURCE TARGET")]
         paths: Vec<String>,
@@ -191,6 +195,7 @@ struct MountArgs {
     uidmap: Option<IdMap>,
     gidmap: Option<IdMap>,
     strategy: StrategyArg,
+    mkdir: Option<Option<String>>,
     paths: Vec<String>,
 }
 
@@ -218,6 +223,11 @@ fn mount(a: MountArgs) -> layermount::Result<()> {
     if let (Some(u), Some(w)) = (&a.upper, &a.work) {
         spec.options.push(format!("upperdir={}", escape_path(u)));
         spec.options.push(format!("workdir={}", escape_path(w)));
+    }
+    match &a.mkdir {
+        None => {}
+        Some(None) => spec.options.push("X-mount.mkdir".to_string()),
+        Some(Some(mode)) => spec.options.push(format!("X-mount.mkdir={mode}")),
     }
     if let Some(uid) = &a.uidmap {
         spec.set_idmap(uid, a.gidmap.as_ref().unwrap_or(uid));
@@ -259,6 +269,14 @@ fn apply_layer(
         apply(f, dir, &opts)?
     };
     println!("{}", layer.diff_id);
+    if layer.stats.skipped_xattrs > 0 {
+        // Said once per layer, as umoci does; containerd logs each one.
+        eprintln!(
+            "layermount: warning: skipped {} xattr(s) the filesystem of {} does not support",
+            layer.stats.skipped_xattrs,
+            dir.display()
+        );
+    }
     Ok(())
 }
 
@@ -356,8 +374,8 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Rm { path } => remove_all(&path).map(drop),
-        Command::Mount { kind, options, lowers, upper, work, uidmap, gidmap, strategy, paths } => {
-            mount(MountArgs { kind, options, lowers, upper, work, uidmap, gidmap, strategy, paths })
+        Command::Mount { kind, options, lowers, upper, work, uidmap, gidmap, strategy, mkdir, paths } => {
+            mount(MountArgs { kind, options, lowers, upper, work, uidmap, gidmap, strategy, mkdir, paths })
         }
         Command::Umount { target } => umount(&target),
         Command::Apply { digest, whiteouts, sync, parents, file, dir } => {
