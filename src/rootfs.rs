@@ -37,6 +37,10 @@ use crate::idmap::IdMap;
 
 const OP: &str = "fix rootfs";
 /// What `/etc/mtab` becomes: relative, so it is right whatever the root is seen as.
+///
+/// ```
+/// assert_eq!(layermount::rootfs::MTAB_TARGET, "../proc/self/mounts");
+/// ```
 pub const MTAB_TARGET: &str = "../proc/self/mounts";
 
 /// One fixup, to turn on or off by name (`--only mtab`).
@@ -86,6 +90,12 @@ impl FromStr for Fixup {
 }
 
 /// What a path inside the root is (or would be), as a fixup saw it.
+///
+/// ```
+/// use layermount::rootfs::Entry;
+/// assert_eq!(Entry::File { size: 12 }.to_string(), "regular file (12 bytes)");
+/// assert_eq!(Entry::Symlink("../proc/self/mounts".into()).to_string(), "symlink to ../proc/self/mounts");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
     /// Nothing there.
@@ -115,7 +125,14 @@ impl fmt::Display for Entry {
     }
 }
 
-/// One change made (or, in a dry run, that would be made).
+/// One change made (or, in a dry run, that would be made). Displays as one line.
+///
+/// ```
+/// use layermount::Fixup;
+/// use layermount::rootfs::{Change, Entry};
+/// let c = Change { fixup: Fixup::MountTargets, path: "/proc".into(), before: Entry::Missing, after: Entry::Dir };
+/// assert_eq!(c.to_string(), "mount-targets /proc: missing -> directory");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     /// The fixup that made it.
@@ -134,7 +151,14 @@ impl fmt::Display for Change {
     }
 }
 
-/// Something a fixup found and left alone.
+/// Something a fixup found and left alone. Displays as one line.
+///
+/// ```
+/// use layermount::Fixup;
+/// use layermount::rootfs::{Entry, Problem};
+/// let p = Problem { fixup: Fixup::MountTargets, path: "/proc".into(), found: Entry::File { size: 3 }, why: "wrong type" };
+/// assert_eq!(p.to_string(), "mount-targets /proc: regular file (3 bytes): wrong type");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     /// The fixup that found it.
@@ -154,6 +178,14 @@ impl fmt::Display for Problem {
 }
 
 /// What [`Fixups::apply`] did: every change with what was there before, and what it left alone.
+///
+/// ```no_run
+/// let report = layermount::Fixups::new().apply("/run/ctr/rootfs")?;
+/// if !report.is_clean() {
+///     report.changes.iter().for_each(|c| println!("{c}"));
+/// }
+/// # Ok::<(), layermount::Error>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FixupReport {
     /// Changes in the order made.
@@ -166,6 +198,10 @@ pub struct FixupReport {
 
 impl FixupReport {
     /// No change needed and no problem found.
+    ///
+    /// ```
+    /// assert!(layermount::FixupReport::default().is_clean());
+    /// ```
     pub fn is_clean(&self) -> bool {
         self.changes.is_empty() && self.problems.is_empty()
     }
@@ -214,7 +250,15 @@ const TARGET_DIRS: [(&str, u32); 7] = [
 const TARGET_FILES: [&str; 3] = ["etc/resolv.conf", "etc/hosts", "etc/hostname"];
 
 impl Fixups {
-    /// Every fixup on, new entries owned by the caller, not a dry run.
+    /// Every fixup on, new entries owned by the caller, not a dry run. The other methods change one setting each.
+    ///
+    /// ```
+    /// use layermount::{Fixups, IdMap};
+    /// let map: IdMap = "0:100000:65536".parse()?;
+    /// let fixups = Fixups::new().mtab(true).force_mtab(false).mount_targets(true).idmap(&map, &map).dry_run(true);
+    /// let by_ids = Fixups::new().owner(100000, 100000);
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
     pub fn new() -> Self {
         Self { mtab: true, force_mtab: false, mount_targets: true, owner: None, maps: None, dry_run: false }
     }

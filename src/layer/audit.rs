@@ -16,6 +16,11 @@ use crate::error::{Error, ErrorKind, LayerProblem, Result};
 const OP: &str = "audit layer";
 
 /// What [`audit`] found wrong at one path of one layer.
+///
+/// ```
+/// let p = layermount::AuditProblem::UnlistedOpaque { xattr: "trusted.overlay.opaque".into() };
+/// assert!(p.to_string().starts_with("stray opaque directory"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AuditProblem {
@@ -61,6 +66,16 @@ impl fmt::Display for AuditProblem {
 }
 
 /// One finding of [`audit`]: the layer, the path inside it, and what is wrong. Displays as one line.
+///
+/// ```
+/// use layermount::{AuditFinding, AuditProblem};
+/// let f = AuditFinding {
+///     layer: "/store/2".into(),
+///     path: "/".into(),
+///     problem: AuditProblem::Ignored("opaque xattr on a layer's root directory: overlay ignores it"),
+/// };
+/// assert_eq!(f.to_string(), "/store/2: /: opaque xattr on a layer's root directory: overlay ignores it");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditFinding {
     /// The layer directory, as given.
