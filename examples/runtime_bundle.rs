@@ -13,7 +13,8 @@
 //! * `--layer DIR`: a lower layer, top-most first, as in `lowerdir=`. Without any, two small layers are made.
 //!
 //! Steps: compose the overlay with the config's map (the upper and work directories are prepared for the
-//! container's root), run a process as the container's root in a user namespace with that map (util-linux's
+//! container's root), apply the root filesystem fixups, mount the config's bind mounts (`["rbind", "idmap", "ro"]`
+//! with the mount's own `uidMappings`/`gidMappings`) through `MountSpec::from_oci`, run a process as the container's root in a user namespace with that map (util-linux's
 //! `nsenter`) that writes to `/`, check on the host that its files landed in the upper with its host ids, then
 //! hand a record of the mount to a second process (this program again) that checks the mount is still the one
 //! recorded and unmounts it. Everything the example made is removed at the end with `remove_all`.
@@ -24,8 +25,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use layermount::{IdMap, MountGuard, MountTable, Overlay, UserNamespace, remove_all};
-use oci_spec::runtime::{LinuxBuilder, LinuxIdMappingBuilder, RootBuilder, Spec, SpecBuilder};
+use layermount::{Fixups, IdMap, MountGuard, MountSpec, MountTable, Overlay, UserNamespace, remove_all};
+use oci_spec::runtime::{LinuxBuilder, LinuxIdMappingBuilder, MountBuilder, RootBuilder, Spec, SpecBuilder};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -33,7 +34,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = match args.first().map(String::as_str) {
         Some("container-write") => container_write(Path::new(&args[1])),
-        Some("teardown") => teardown(&args[1]),
+        Some("teardown") => args[1..].iter().try_for_each(|r| teardown(r)),
         _ => runtime(&args),
     };
     if let Err(e) = outcome {
@@ -70,7 +71,12 @@ fn runtime(args: &[String]) -> Res<()> {
 fn run(work: &Path, bundle: Option<PathBuf>, mut layers: Vec<PathBuf>) -> Res<()> {
     let bundle = match bundle {
         Some(b) => b,
-        None => write_bundle(&work.join("bundle"))?,
+        None => {
+            let data = work.join("data");
+            fs::create_dir(&data)?;
+            fs::write(data.join("shared.txt"), "from the host\n")?;
+            write_bundle(&work.join("bundle"), &data)?
+        }
     };
     if layers.is_empty() {
         layers = make_layers(&work.join("layers"))?;
@@ -93,6 +99,25 @@ fn run(work: &Path, bundle: Option<PathBuf>, mut layers: Vec<PathBuf>) -> Res<()
     let ns = UserNamespace::cached(&uid_map, &gid_map)?;
     let guard = Overlay::new().lowers(&layers).upper(&upper, &overlay_work).idmap(ns.clone()).mount_at(&rootfs)?;
     println!("mounted {} layers at {} (mount id {:?})", layers.len(), rootfs.display(), guard.mount_id());
+    let fixed = Fixups::new().idmap(&uid_map, &gid_map).apply(&rootfs)?;
+    println!("fixups: {} changes (mount targets, /etc/mtab), owned by the container's root", fixed.changes.len());
+
+    // The config's bind mounts, converted as they are (`idmap`/`ridmap` with the mount's own maps, or the
+    // container's when it has none). The other mounts (proc, sysfs, ...) need the container's namespaces: a
+    // runtime makes them inside. A runtime also resolves each destination inside the root (`RESOLVE_IN_ROOT`);
+    // here the root is the example's own layers.
+    let mut binds = Vec::new();
+    for m in spec.mounts().as_deref().unwrap_or_default() {
+        let mut mount = MountSpec::from_oci_with_maps(m, &uid_map, &gid_map)?;
+        if !mount.options.iter().any(|o| o == "bind" || o == "rbind") {
+            continue;
+        }
+        let inside = mount.target.strip_prefix("/").unwrap_or(&mount.target).to_path_buf();
+        mount.target = rootfs.join(inside);
+        fs::create_dir_all(&mount.target)?;
+        println!("mounting {} at {}: {}", mount.source, mount.target.display(), mount.options_text());
+        binds.push(mount.mount()?);
+    }
 
     // 3. The container's root writes to its `/`: a process in a user namespace with the config's map, as uid 0.
     let exe = work.join("runtime_bundle");
@@ -126,9 +151,12 @@ fn run(work: &Path, bundle: Option<PathBuf>, mut layers: Vec<PathBuf>) -> Res<()
     println!("on the host, {} is owned by {}:{} (the container's root)", landed.display(), m.uid(), m.gid());
 
     // 4. Teardown from a second process that knows only the record.
-    let record = record_of(guard);
-    println!("mount record: {record}");
-    let status = Command::new(std::env::current_exe()?).arg("teardown").arg(&record).status()?;
+    // Innermost first: the binds, then the root.
+    let records: Vec<String> = binds.into_iter().rev().map(record_of).chain([record_of(guard)]).collect();
+    for r in &records {
+        println!("mount record: {r}");
+    }
+    let status = Command::new(std::env::current_exe()?).arg("teardown").args(&records).status()?;
     if !status.success() {
         return Err(format!("teardown process failed ({status})").into());
     }
@@ -148,6 +176,16 @@ fn container_write(rootfs: &Path) -> Res<()> {
     fs::write(rootfs.join("new-file"), "written by the container's root\n")?;
     fs::create_dir(rootfs.join("new-dir"))?;
     fs::write(rootfs.join("etc/hostname"), "container\n")?;
+    let data = rootfs.join("data/shared.txt");
+    if data.exists() {
+        let m = fs::symlink_metadata(&data)?;
+        let refused = fs::write(rootfs.join("data/new"), "x").is_err();
+        println!(
+            "container root sees /data/shared.txt owned by {}:{}; writing to /data refused: {refused}",
+            m.uid(),
+            m.gid()
+        );
+    }
     println!(
         "container root (Uid {}, Gid {}) wrote /new-file, made /new-dir and changed /etc/hostname",
         ids("Uid:").unwrap_or_default(),
@@ -169,12 +207,22 @@ fn teardown(record: &str) -> Res<()> {
     Ok(())
 }
 
-/// A bundle the way `runc spec` would start one, with a user namespace mapped to host 100000.
-fn write_bundle(dir: &Path) -> Res<PathBuf> {
+/// A bundle the way `runc spec` would start one, with a user namespace mapped to host 100000 and a host directory
+/// (`data`, owned by host root) bind-mounted read-only at `/data`, idmapped so the container's root owns it.
+fn write_bundle(dir: &Path, data: &Path) -> Res<PathBuf> {
     fs::create_dir_all(dir)?;
     let map = || LinuxIdMappingBuilder::default().container_id(0u32).host_id(100_000u32).size(65_536u32).build();
+    let data_mount = MountBuilder::default()
+        .destination("/data")
+        .typ("bind")
+        .source(data)
+        .options(vec!["rbind".to_string(), "idmap".to_string(), "ro".to_string()])
+        .uid_mappings(vec![map()?])
+        .gid_mappings(vec![map()?])
+        .build()?;
     let spec = SpecBuilder::default()
         .root(RootBuilder::default().path("rootfs").readonly(false).build()?)
+        .mounts(vec![data_mount])
         .linux(LinuxBuilder::default().uid_mappings(vec![map()?]).gid_mappings(vec![map()?]).build()?)
         .build()?;
     spec.save(dir.join("config.json"))?;

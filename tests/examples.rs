@@ -44,6 +44,9 @@ fn runtime_bundle_builds_writes_and_tears_down_from_a_second_process() {
     assert!(out.status.success(), "{}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
     for line in [
         "uid map 0:100000:65536, gid map 0:100000:65536",
+        "rbind,idmap,ro,uidmap=0:100000:65536,gidmap=0:100000:65536",
+        // Without the idmapped bind, host root's file would show as the overflow id 65534 inside.
+        "container root sees /data/shared.txt owned by 0:0; writing to /data refused: true",
         "container root (Uid 0, Gid 0) wrote /new-file",
         "new-file is owned by 100000:100000 (the container's root)",
         "is no longer mounted",
