@@ -599,15 +599,20 @@ impl Run<'_> {
         }
         if !self.dry_run {
             if before == Entry::Missing {
-                match rustix::fs::symlinkat(MTAB_TARGET, &dir, name) {
-                    Ok(()) => {}
-                    Err(e) => return Err(self.err(e, rel)),
-                }
+                rustix::fs::symlinkat(MTAB_TARGET, &dir, name).map_err(|e| self.err(e, rel))?;
                 self.chown(dir.as_fd(), name, rel)?;
             } else {
                 // A new symlink renamed over the old entry: the change is atomic, and half of it never shows.
                 let tmp = format!(".mtab.layermount-{}", rustix::process::getpid().as_raw_nonzero());
-                rustix::fs::symlinkat(MTAB_TARGET, &dir, tmp.as_str()).map_err(|e| self.err(e, rel))?;
+                // A leftover of a run of ours that was killed between these two calls: ours to remove.
+                match rustix::fs::symlinkat(MTAB_TARGET, &dir, tmp.as_str()) {
+                    Ok(()) => {}
+                    Err(Errno::EXIST) => {
+                        rustix::fs::unlinkat(&dir, tmp.as_str(), AtFlags::empty()).map_err(|e| self.err(e, rel))?;
+                        rustix::fs::symlinkat(MTAB_TARGET, &dir, tmp.as_str()).map_err(|e| self.err(e, rel))?;
+                    }
+                    Err(e) => return Err(self.err(e, rel)),
+                }
                 let done = self
                     .chown(dir.as_fd(), OsStr::new(&tmp), rel)
                     .and_then(|()| rustix::fs::renameat(&dir, tmp.as_str(), &dir, name).map_err(|e| self.err(e, rel)));

@@ -43,6 +43,8 @@ fn mtab_regular_file_becomes_the_symlink() {
         let root = scratch.join("root");
         fs::create_dir_all(root.join("etc")).unwrap();
         fs::write(root.join("etc/mtab"), "/dev/sda1 / ext4 rw 0 0\n").unwrap();
+        // What a run of ours killed between making its temporary symlink and renaming it would leave.
+        symlink("stale", root.join(format!("etc/.mtab.layermount-{}", std::process::id()))).unwrap();
         let report = mtab_only().apply(&root).unwrap();
         assert_eq!(
             report.changes,

@@ -237,6 +237,16 @@ pub fn host() -> Res<()> {
 fn job(base: &Path, steps: &mut Steps) -> Res<()> {
     let store = base.join("layers");
     fs::create_dir(&store)?;
+    if !layermount::idmap_supported(&store)? {
+        return Err(fail(
+            "demo",
+            format!(
+                "the filesystem of {} cannot be idmapped on this kernel; set TMPDIR to a directory on ext4, xfs or \
+                 btrfs (tmpfs needs Linux 6.3)",
+                base.display()
+            ),
+        ));
+    }
     let layers = image()?;
     let sizes: Vec<String> = layers.iter().map(|(_, t)| format!("{} B", t.len())).collect();
     steps.step(format!("built a 3-layer image in memory ({})", sizes.join(", ")));
