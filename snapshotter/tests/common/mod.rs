@@ -5,6 +5,7 @@
 #[path = "../../../tests/common/mod.rs"]
 mod lm;
 
+pub mod client;
 pub mod image;
 
 use std::io::Write;
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub use lm::{owner, privileged};
+pub use lm::{bind, owner, privileged, umount};
 use sha2::{Digest, Sha256};
 
 /// The snapshotter's name in containerd's config.
