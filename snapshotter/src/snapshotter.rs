@@ -517,9 +517,23 @@ fn parse_maps(m: &Idmapping) -> Result<(IdMap, IdMap)> {
 pub struct Service(pub Arc<Snapshotter>);
 
 impl Service {
-    async fn run<T: Send + 'static>(&self, f: impl FnOnce(&Snapshotter) -> Result<T> + Send + 'static) -> Result<T> {
+    /// Run `f` on the blocking pool; a failure is logged (one line naming the operation) and returned.
+    async fn run<T: Send + 'static>(
+        &self,
+        op: &str,
+        f: impl FnOnce(&Snapshotter) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let s = self.0.clone();
-        tokio::task::spawn_blocking(move || f(&s)).await.map_err(|e| Error::internal(format!("task failed: {e}")))?
+        let r = tokio::task::spawn_blocking(move || f(&s))
+            .await
+            .map_err(|e| Error::internal(format!("task failed: {e}")))
+            .and_then(|r| r);
+        if let Err(e) = &r
+            && e.code() != containerd_snapshots::tonic::Code::NotFound
+        {
+            eprintln!("layermount-snapshotter: {op}: {e}");
+        }
+        r
     }
 }
 
@@ -532,39 +546,39 @@ impl containerd_snapshots::Snapshotter for Service {
     type InfoStream = InfoStream;
 
     async fn stat(&self, key: String) -> Result<Info> {
-        self.run(move |s| s.stat(&key)).await
+        self.run("stat", move |s| s.stat(&key)).await
     }
 
     async fn update(&self, info: Info, fieldpaths: Option<Vec<String>>) -> Result<Info> {
-        self.run(move |s| s.update(info, fieldpaths)).await
+        self.run("update", move |s| s.update(info, fieldpaths)).await
     }
 
     async fn usage(&self, key: String) -> Result<Usage> {
-        self.run(move |s| s.usage(&key)).await
+        self.run("usage", move |s| s.usage(&key)).await
     }
 
     async fn mounts(&self, key: String) -> Result<Vec<Mount>> {
-        self.run(move |s| s.mounts(&key)).await
+        self.run("mounts", move |s| s.mounts(&key)).await
     }
 
     async fn prepare(&self, key: String, parent: String, labels: HashMap<String, String>) -> Result<Vec<Mount>> {
-        self.run(move |s| s.create(Kind::Active, &key, &parent, labels)).await
+        self.run("prepare", move |s| s.create(Kind::Active, &key, &parent, labels)).await
     }
 
     async fn view(&self, key: String, parent: String, labels: HashMap<String, String>) -> Result<Vec<Mount>> {
-        self.run(move |s| s.create(Kind::View, &key, &parent, labels)).await
+        self.run("view", move |s| s.create(Kind::View, &key, &parent, labels)).await
     }
 
     async fn commit(&self, name: String, key: String, labels: HashMap<String, String>) -> Result<()> {
-        self.run(move |s| s.commit(&name, &key, labels)).await
+        self.run("commit", move |s| s.commit(&name, &key, labels)).await
     }
 
     async fn remove(&self, key: String) -> Result<()> {
-        self.run(move |s| s.remove(&key)).await
+        self.run("remove", move |s| s.remove(&key)).await
     }
 
     async fn list(&self, _snapshotter: String, filters: Vec<String>) -> Result<InfoStream> {
-        let infos = self.run(move |s| s.list(&filters)).await?;
+        let infos = self.run("list", move |s| s.list(&filters)).await?;
         Ok(tokio_stream::iter(infos.into_iter().map(Ok).collect::<Vec<_>>()))
     }
 }

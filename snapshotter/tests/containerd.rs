@@ -116,3 +116,63 @@ fn user_namespaced_run() {
         c.stop();
     });
 }
+
+/// `ctr snapshots rm` of a running user-namespaced container's snapshot is accepted by containerd, whose garbage
+/// collector then calls Remove: the snapshotter refuses while the shim's `rootfs` still mounts the composed root, and
+/// deletes nothing; once the container is gone, the next collection removes it.
+#[test]
+fn snapshot_rm_of_running_container_refused() {
+    if !have_containerd("snapshot_rm_of_running_container_refused") {
+        return;
+    }
+    privileged("snapshot_rm_of_running_container_refused", |scratch| {
+        let image = scratch.join("image.tar");
+        write_test_image(&image);
+        let c = Containerd::start(&scratch.join("ctd"), &[]);
+        c.ctr_ok(&["images", "import", "--snapshotter", SNAPSHOTTER, image.to_str().unwrap()]);
+        c.ctr_ok(&[
+            "run",
+            "-d",
+            "--snapshotter",
+            SNAPSHOTTER,
+            "--runc-root",
+            &c.runc_root(),
+            "--fifo-dir",
+            &c.fifo_dir(),
+            "--uidmap",
+            "0:100000:65536",
+            "--gidmap",
+            "0:100000:65536",
+            "--remap-labels",
+            IMAGE,
+            "busy",
+            "/bin/sh",
+            "-c",
+            "echo kept > /written; exec sleep 600",
+        ]);
+        let mut upper = None;
+        c.wait_for(30, "the container's write", || {
+            upper = c.snapshotter.snapshot_dirs().into_iter().find(|d| d.join("fs/written").exists());
+            upper.is_some()
+        });
+        let upper = upper.unwrap();
+        c.ctr_ok(&["snapshots", "--snapshotter", SNAPSHOTTER, "rm", "busy"]);
+        c.wait_for(30, "the collector's Remove to be refused", || {
+            std::fs::read_to_string(&c.snapshotter.log).unwrap_or_default().contains("is in use")
+        });
+        assert_eq!(std::fs::read_to_string(upper.join("fs/written")).unwrap(), "kept\n", "nothing deleted");
+        assert!(mounts_beneath(&c.snapshotter.root).contains(&upper.join("rootfs")));
+        let out = c.ctr_ok(&["tasks", "exec", "--exec-id", "check", "busy", "cat", "/written"]);
+        assert_eq!(out, "kept\n", "the container still has its root");
+        c.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", "busy"]);
+        c.wait_for(30, "the task to stop", || c.ctr(&["tasks", "delete", "busy"]).status.success());
+        c.ctr_ok(&["containers", "rm", "busy"]);
+        // containerd 1.6 retries a refused Remove only when it collects this snapshotter again: on the next
+        // removal of one of its snapshots (or a restart).
+        c.ctr_ok(&["snapshots", "--snapshotter", SNAPSHOTTER, "prepare", "gc-kick"]);
+        c.ctr_ok(&["snapshots", "--snapshotter", SNAPSHOTTER, "rm", "gc-kick"]);
+        c.wait_for(30, "the snapshot to be removed", || !upper.exists());
+        assert_eq!(mounts_beneath(&c.snapshotter.root), Vec::<PathBuf>::new());
+        c.stop();
+    });
+}

@@ -1,4 +1,5 @@
 //! A blocking gRPC client of the snapshots API over the snapshotter's unix socket (what containerd's proxy does).
+#![allow(clippy::result_large_err)]
 
 use std::path::{Path, PathBuf};
 

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+#[allow(unused_imports)]
 pub use lm::{bind, owner, privileged, umount};
 use sha2::{Digest, Sha256};
 
