@@ -174,6 +174,9 @@ fn idmap_maps_the_top_mount_and_ridmap_every_mount() {
                 target.display(),
                 src.display()
             );
+            // The destination exists, as a runtime makes it before mounting (MountSpec, like mount(8), never does
+            // unless asked with X-mount.mkdir).
+            fs::create_dir(&target).unwrap();
             let guard = MountSpec::from_oci(&mount(&json)).unwrap().mount().unwrap();
             assert_eq!(owner(&target.join("top-file")), (100000, 100000), "{option}: top mount");
             assert_eq!(owner(&target.join("sub/sub-file")), sub_owner, "{option}: the mount beneath");
