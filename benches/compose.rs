@@ -56,7 +56,7 @@ fn ours(s: &Setup, map: &IdMap, level: Strategy) {
     let ns = UserNamespace::cached(map, map).unwrap();
     let o = Overlay::new().lowers(s.layers.iter().rev()).upper(&s.upper, &s.work).idmap(ns).strategy(level);
     // A single layer with an upper is a valid overlay; so is any count here.
-    o.staging_dir(&s.scratch).mount_at(&s.target).unwrap().unmount().unwrap();
+    o.staging_dir(s.scratch.join("stage")).mount_at(&s.target).unwrap().unmount().unwrap();
 }
 
 fn mount_setattr_idmap(fd: &OwnedFd, ns: &UserNamespace) {

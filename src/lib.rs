@@ -73,7 +73,9 @@ pub use layer::{
     SyncMode, WhiteoutMode, apply, audit, marker_path, recover, verify,
 };
 pub use mountinfo::{MountChanges, MountInfo, MountTable};
-pub use overlay::{MAX_LAYERS, Overlay, OverlayOption};
+pub use overlay::{
+    DEFAULT_STAGING_DIR, MAX_LAYERS, Overlay, OverlayOption, STAGING_DIR_ENV, StaleCleanup, cleanup_stale,
+};
 pub use remove::{RemoveStats, remove_all};
 pub use rootfs::{Fixup, FixupReport, Fixups};
 pub use spec::MountSpec;

@@ -478,7 +478,7 @@ fn data_only_layers_stay_out_of_the_merged_view() {
                 .lower(store.join("l1"))
                 .data_layer(store.join("data"))
                 .strategy(level)
-                .staging_dir(scratch)
+                .staging_dir(scratch.join("stage"))
                 .mount_at(&mnt)
                 .unwrap();
             assert_eq!(tree(&mnt), expect(&[("seen", "f:s"), ("also-seen", "f:a")]), "{level}");

@@ -45,8 +45,9 @@ fn assert_staging_clean(stage: &Path) {
 }
 
 fn stage(scratch: &Path) -> PathBuf {
+    // The staging directory must be private (0700); the builder would make it so if missing.
     let s = scratch.join("stage");
-    fs::create_dir_all(&s).unwrap();
+    std::os::unix::fs::DirBuilderExt::mode(&mut fs::DirBuilder::new(), 0o700).create(&s).unwrap();
     s
 }
 
@@ -388,7 +389,7 @@ fn legacy_refuses_an_option_string_over_a_page() {
         let guard = Overlay::new()
             .lowers(&layers[..15])
             .strategy(Strategy::Legacy)
-            .staging_dir(scratch)
+            .staging_dir(scratch.join("stage"))
             .mount_at(scratch.join("m"))
             .unwrap();
         guard.unmount().unwrap();
@@ -451,7 +452,7 @@ fn symlinked_layer_paths() {
                 .lower(&l1)
                 .idmap(ns())
                 .strategy(level)
-                .staging_dir(scratch)
+                .staging_dir(scratch.join("stage"))
                 .mount_at(&mnt)
                 .unwrap_or_else(|e| panic!("{level}: {e}"));
             assert_eq!(names(&mnt), ["from-elsewhere", "one"], "{level}");
@@ -488,7 +489,7 @@ fn layers_given_as_trees_and_fds() {
                 .lower_fd(fd)
                 .lower(&l1)
                 .strategy(level)
-                .staging_dir(scratch)
+                .staging_dir(scratch.join("stage"))
                 .mount_at(&mnt);
             let guard = result.unwrap_or_else(|e| panic!("{level}: {e}"));
             assert_eq!(names(&mnt), ["from-fd", "from-path", "from-tree"], "{level}");
@@ -516,7 +517,7 @@ fn awkward_layer_names_on_every_strategy() {
                 .lowers(&layers)
                 .idmap(ns())
                 .strategy(level)
-                .staging_dir(scratch)
+                .staging_dir(scratch.join("stage"))
                 .mount_at(&mnt)
                 .unwrap_or_else(|e| panic!("{level}: {e}"));
             assert_eq!(names(&mnt), ["f0", "f1", "f2"], "{level}");

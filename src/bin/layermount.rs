@@ -10,8 +10,8 @@ mod demo;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use layermount::{
-    ApplyOptions, Features, Fixup, Fixups, IdMap, MountGuard, MountSpec, Strategy, SyncMode, WhiteoutMode, apply,
-    audit, recover, remove_all, verify,
+    ApplyOptions, DEFAULT_STAGING_DIR, Features, Fixup, Fixups, IdMap, MountGuard, MountSpec, STAGING_DIR_ENV,
+    Strategy, SyncMode, WhiteoutMode, apply, audit, cleanup_stale, recover, remove_all, verify,
 };
 
 #[derive(Parser, Debug)]
@@ -141,6 +141,14 @@ enum Command {
     DemoContainer {
         /// The container's root.
         rootfs: PathBuf,
+    },
+    /// Sweep what killed `mount` commands (or other composers) left in the staging directory of the fallback
+    /// strategies: detach-unmount the temporary mounts of dead processes and rmdir their directories, nothing else.
+    /// Prints `unmounted P`, `removed P`, `in-use P` (a live process's) and `kept P: why` lines; exits 1 if anything
+    /// was kept. Run it at boot or before a daemon starts composing.
+    Cleanup {
+        /// The staging directory (default: $LAYERMOUNT_STAGING_DIR, else /run/layermount).
+        dir: Option<PathBuf>,
     },
     /// Remove PATH recursively without crossing a mount or following a symlink; exits 1 naming the mount point
     /// if one is in the way (and then deletes nothing beneath it).
@@ -329,6 +337,30 @@ fn audit_layers(layers: &[PathBuf]) -> layermount::Result<bool> {
     Ok(findings.is_empty())
 }
 
+/// Sweep the staging directory; false when something was kept (said on stderr, one line).
+fn cleanup(dir: Option<PathBuf>) -> layermount::Result<bool> {
+    let dir = dir
+        .or_else(|| std::env::var_os(STAGING_DIR_ENV).filter(|v| !v.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STAGING_DIR));
+    let report = cleanup_stale(&dir)?;
+    for p in &report.unmounted {
+        println!("unmounted {}", p.display());
+    }
+    for p in &report.removed {
+        println!("removed {}", p.display());
+    }
+    for p in &report.in_use {
+        println!("in-use {}", p.display());
+    }
+    for (p, why) in &report.kept {
+        println!("kept {}: {why}", p.display());
+    }
+    if !report.kept.is_empty() {
+        eprintln!("layermount: clean up staging directory {}: {} entries kept", dir.display(), report.kept.len());
+    }
+    Ok(report.kept.is_empty())
+}
+
 fn umount(target: &std::path::Path) -> layermount::Result<()> {
     MountGuard::adopt(target)?.unmount()
 }
@@ -374,6 +406,11 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Rm { path } => remove_all(&path).map(drop),
+        Command::Cleanup { dir } => match cleanup(dir) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
         Command::Mount { kind, options, lowers, upper, work, uidmap, gidmap, strategy, mkdir, paths } => {
             mount(MountArgs { kind, options, lowers, upper, work, uidmap, gidmap, strategy, mkdir, paths })
         }

@@ -30,6 +30,7 @@ use rustix::mount::MountAttrFlags;
 
 pub use layers::MAX_LAYERS;
 use layers::{Resolved, Role};
+pub use staging::{DEFAULT_STAGING_DIR, STAGING_DIR_ENV, StaleCleanup, cleanup_stale};
 use staging::{Staging, open_beneath, with_own_cwd};
 
 use crate::error::{Error, ErrorKind, OverlayProblem, Result};
@@ -249,8 +250,11 @@ impl Overlay {
         self
     }
 
-    /// Where the fallback strategies make their private staging directory (default: `std::env::temp_dir()`).
-    /// The fast path never uses it.
+    /// The private staging directory of the fallback strategies (default: `$LAYERMOUNT_STAGING_DIR`, else
+    /// [`DEFAULT_STAGING_DIR`]). It is made (mode 0700) if missing and must be a directory owned by the caller's
+    /// uid with no access for group or others; each compose works in a `<pid>-<n>` directory inside it, where the
+    /// idmapped clones of the layers are attached read-only while the overlay is made. What a killed process
+    /// leaves there, [`cleanup_stale`] sweeps. The fast path never uses it.
     pub fn staging_dir(mut self, parent: impl AsRef<Path>) -> Self {
         self.staging_parent = Some(parent.as_ref().to_path_buf());
         self
@@ -315,7 +319,8 @@ impl Overlay {
 
     /// Run a fallback strategy with a fresh staging directory, emptied and removed afterwards (on error too).
     fn staged_compose(&self, compose: impl FnOnce(&mut Staging) -> Result<DetachedTree>) -> Result<DetachedTree> {
-        let mut staging = Staging::new(self.staging_parent.as_deref().unwrap_or(&std::env::temp_dir()))?;
+        let dir = self.staging_parent.clone().unwrap_or_else(staging::default_staging_dir);
+        let mut staging = Staging::new(&dir)?;
         let tree = compose(&mut staging)?;
         staging.cleanup()?;
         Ok(tree)
@@ -392,12 +397,28 @@ impl Overlay {
     }
 
     /// Where `rel` under the attached clone `at` is the directory `r`, or else a clone of `r` by itself attached
-    /// under `staging`.
-    fn staged(r: &Resolved, at: &Path, rel: &Path, staging: &mut Staging, ns: &UserNamespace) -> Result<PathBuf> {
+    /// under `staging` (read-only unless `writable`).
+    fn staged(
+        r: &Resolved,
+        (at, rel): (&Path, &Path),
+        staging: &mut Staging,
+        ns: &UserNamespace,
+        writable: bool,
+    ) -> Result<PathBuf> {
         match open_beneath(at, rel, OFlags::PATH) {
             Ok(fd) if r.is(fd.as_fd()) => Ok(if rel == Path::new(".") { at.to_path_buf() } else { at.join(rel) }),
-            _ => staging.attach(Self::own_clone(r, ns)?),
+            _ => staging.attach_view(DetachedTree::clone_at(r.open(OFlags::PATH)?, "", false)?, ns, writable),
         }
+    }
+
+    /// The idmapped directories grouped for the attached fallbacks, each group with whether its clone must be
+    /// writable. Layers and the upper/work pair never share a clone: overlay only reads lower layers, so their
+    /// clones are read-only (a `rm -rf` through a clone a killed composer left behind fails with `EROFS`), and the
+    /// writable clone for an idmapped upper is based at the common directory of upper and work alone.
+    fn attached_groups(&self, all: &[Resolved]) -> Vec<(layers::Group, bool)> {
+        let layers = layers::group_by_mount(all, |r| self.idmapped(r) && r.role.is_layer());
+        let upper = layers::group_by_mount(all, |r| self.idmapped(r) && !r.role.is_layer());
+        layers.into_iter().map(|g| (g, false)).chain(upper.into_iter().map(|g| (g, true))).collect()
     }
 
     /// [`Strategy::DetachedFds`] (Linux 6.15): one detached idmapped clone per group, `O_PATH` layer fds inside it;
@@ -435,10 +456,10 @@ impl Overlay {
     fn compose_attached_fds(&self, all: &[Resolved], staging: &mut Staging) -> Result<DetachedTree> {
         let mut fds: Vec<Option<OwnedFd>> = (0..all.len()).map(|_| None).collect();
         if let Some(ns) = &self.userns {
-            for group in layers::group_by_mount(all, |r| self.idmapped(r)) {
-                let at = staging.attach_idmapped(&group.base, ns)?;
+            for (group, writable) in self.attached_groups(all) {
+                let at = staging.attach_idmapped(&group.base, ns, writable)?;
                 for (i, rel) in &group.members {
-                    let path = Self::staged(&all[*i], &at, rel, staging, ns)?;
+                    let path = Self::staged(&all[*i], (&at, rel), staging, ns, writable)?;
                     fds[*i] = Some(open_beneath(&path, Path::new("."), OFlags::RDONLY)?);
                 }
             }
@@ -478,10 +499,10 @@ impl Overlay {
             })
             .collect();
         if let Some(ns) = &self.userns {
-            for group in layers::group_by_mount(all, |r| self.idmapped(r)) {
-                let at = staging.attach_idmapped(&group.base, ns)?;
+            for (group, writable) in self.attached_groups(all) {
+                let at = staging.attach_idmapped(&group.base, ns, writable)?;
                 for (i, rel) in group.members {
-                    paths[i] = Self::staged(&all[i], &at, &rel, staging, ns)?;
+                    paths[i] = Self::staged(&all[i], (&at, &rel), staging, ns, writable)?;
                 }
             }
         }
@@ -555,11 +576,11 @@ impl Overlay {
             let _ = rustix::fs::rmdir(&at);
             return Err(e);
         }
-        staging.adopt(&at)?;
+        // Read-only while attached (a kill now leaves nothing a `rm -rf` could write through); the detached clone
+        // gets the caller's flags.
+        staging.adopt_read_only(&at)?;
         let mut tree = DetachedTree::clone_path(&at, false)?;
-        if !self.attrs.is_empty() {
-            tree.set_attrs(self.attrs, MountAttrs::empty())?;
-        }
+        tree.set_attrs(self.attrs, MountAttrs::RDONLY - self.attrs)?;
         Ok(tree)
     }
 }
