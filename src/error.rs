@@ -163,13 +163,15 @@ pub enum IdMapProblem {
     NotANumber,
     /// A range has size 0.
     ZeroSize,
-    /// `start + size` overflows the 32-bit id space.
+    /// `start + size` passes 4294967295 (the kernel's `(u32)-1`, never a valid id) or overflows the 32-bit id
+    /// space.
     Overflow,
     /// Two ranges overlap on the container (namespace) side.
     OverlappingContainer,
     /// Two ranges overlap on the host side.
     OverlappingHost,
-    /// More than 340 ranges (the kernel's limit).
+    /// More than 340 ranges, or more than the 4,095 bytes the kernel reads from one write of the map (the
+    /// kernel's limits).
     TooManyExtents,
 }
 
@@ -180,10 +182,10 @@ impl fmt::Display for IdMapProblem {
             Self::Malformed => "range is not container:host:size",
             Self::NotANumber => "not an unsigned 32-bit number",
             Self::ZeroSize => "range of size 0",
-            Self::Overflow => "range overflows the 32-bit id space",
+            Self::Overflow => "range reaches id 4294967295 or overflows the 32-bit id space",
             Self::OverlappingContainer => "container ranges overlap",
             Self::OverlappingHost => "host ranges overlap",
-            Self::TooManyExtents => "more than 340 ranges",
+            Self::TooManyExtents => "more than 340 ranges, or more than 4095 bytes when written",
         })
     }
 }

@@ -11,6 +11,16 @@ use crate::error::{Error, ErrorKind, IdMapProblem, Result};
 /// The kernel accepts at most this many ranges in one `uid_map` or `gid_map`.
 pub const MAX_EXTENTS: usize = 340;
 
+/// The kernel takes a map in one write of less than a page (`count >= PAGE_SIZE` is `EINVAL`); 4 KiB is the
+/// smallest page Linux uses, so a map is checked against it wherever it was made.
+const MAX_PROC_BYTES: usize = 4095;
+
+/// Bytes of one range's line in `/proc/<pid>/uid_map` (`container host size\n`).
+fn proc_line_len(r: &IdRange) -> usize {
+    let digits = |n: u32| n.checked_ilog10().unwrap_or(0) as usize + 1;
+    digits(r.container) + digits(r.host) + digits(r.size) + 3
+}
+
 /// One range of an id map: ids `container..container+size` inside the namespace are ids `host..host+size` outside.
 ///
 /// ```
@@ -34,7 +44,9 @@ impl fmt::Display for IdRange {
     }
 }
 
-/// A validated id map: 1 to 340 ranges, none empty, none overflowing, none overlapping on either side.
+/// A validated id map, as the kernel takes it: 1 to 340 ranges, none empty, none reaching id 4294967295 (the
+/// kernel's `(u32)-1`, never a valid id), none overlapping on either side, and at most 4,095 bytes when written to
+/// `/proc/<pid>/uid_map` (340 one-id ranges with large ids do not fit).
 /// Ranges keep the order they were given in, so formatting gives back the text that was parsed.
 ///
 /// ```
@@ -87,10 +99,22 @@ impl IdMap {
             if r.size == 0 {
                 return Err(invalid(IdMapProblem::ZeroSize, r));
             }
-            let limit = 1u64 << 32;
+            // The kernel refuses an extent whose first id is (u32)-1 or whose end wraps: the last id a range may
+            // cover is 4294967294.
+            let limit = u64::from(u32::MAX);
             if u64::from(r.container) + u64::from(r.size) > limit || u64::from(r.host) + u64::from(r.size) > limit {
                 return Err(invalid(IdMapProblem::Overflow, r));
             }
+        }
+        let bytes: usize = ranges.iter().map(proc_line_len).sum();
+        if bytes > MAX_PROC_BYTES {
+            return Err(invalid(
+                IdMapProblem::TooManyExtents,
+                format!(
+                    "{} ranges, {bytes} bytes when written; the kernel takes at most {MAX_PROC_BYTES}",
+                    ranges.len()
+                ),
+            ));
         }
         // Quadratic, but bounded by 340 ranges and usually one or two.
         for (i, a) in ranges.iter().enumerate() {

@@ -348,3 +348,84 @@ fn rm_killed_at_random_points_finishes_on_rerun() {
         eprintln!("{name}: {kills} kills in {runs} runs");
     });
 }
+
+/// `cleanup_stale` (and `layermount cleanup`) only detach-unmounts and `rmdir`s, only in directories of dead
+/// processes: a live process's directory, a directory holding files and a stray file are kept and reported.
+#[test]
+fn cleanup_stale_only_detaches_and_rmdirs_what_dead_composers_left() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    common::privileged("cleanup_stale_only_detaches_and_rmdirs_what_dead_composers_left", |scratch| {
+        let data = scratch.join("data");
+        fs::create_dir(&data).unwrap();
+        fs::write(data.join("precious"), "p").unwrap();
+        let stage = scratch.join("stage");
+        fs::create_dir(&stage).unwrap();
+        // i32::MAX is above any pid_max, so that process is surely gone.
+        let dead = stage.join(format!("{}-0", i32::MAX));
+        let live = stage.join(format!("{}-3", std::process::id()));
+        for d in [dead.join("0"), dead.join("1"), live.join("0")] {
+            fs::create_dir_all(d).unwrap();
+        }
+        fs::write(dead.join("1/file"), "f").unwrap();
+        fs::write(stage.join("stray"), "s").unwrap();
+        common::bind(&data, &dead.join("0"));
+        common::bind(&data, &live.join("0"));
+
+        let o = Command::new(bin()).arg("cleanup").arg(&stage).output().unwrap();
+        let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert_eq!(o.status.code(), Some(1), "kept entries exit 1: {out}{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(out.contains(&format!("unmounted {}\n", dead.join("0").display())), "{out}");
+        assert!(out.contains(&format!("in-use {}\n", live.display())), "{out}");
+        assert!(!dead.join("0").exists(), "the stale mount point is removed");
+        assert_eq!(fs::read_to_string(dead.join("1/file")).unwrap(), "f", "a file is never deleted");
+        assert_eq!(fs::read_to_string(stage.join("stray")).unwrap(), "s");
+        assert_eq!(fs::read_to_string(live.join("0/precious")).unwrap(), "p", "a live process's mount stays");
+        assert_eq!(fs::read_to_string(data.join("precious")).unwrap(), "p");
+
+        // The library call agrees, and a second sweep has nothing more to unmount.
+        let report = cleanup_stale(&stage).unwrap();
+        assert!(report.unmounted.is_empty(), "{report:?}");
+        assert_eq!(report.in_use, [live.clone()]);
+        let kept: Vec<&Path> = report.kept.iter().map(|(p, _)| p.as_path()).collect();
+        assert_eq!(kept, [dead.join("1").as_path(), dead.as_path(), stage.join("stray").as_path()]);
+
+        common::umount(&live.join("0"));
+        assert!(cleanup_stale(scratch.join("missing")).unwrap() == layermount::StaleCleanup::default());
+    });
+}
+
+/// A staging directory others can enter, or a symlink, is refused before anything is mounted.
+#[test]
+fn a_staging_directory_others_can_enter_is_refused() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    common::privileged("a_staging_directory_others_can_enter_is_refused", |scratch| {
+        let (l1, l2) = layers(scratch);
+        let open = scratch.join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).unwrap();
+        let private = scratch.join("private");
+        fs::create_dir(&private).unwrap();
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+        let link = scratch.join("link");
+        std::os::unix::fs::symlink(&private, &link).unwrap();
+        let map: layermount::IdMap = "0:100000:65536".parse().unwrap();
+        let ns = layermount::UserNamespace::cached(&map, &map).unwrap();
+        for bad in [&open, &link] {
+            let before = MountTable::current().unwrap();
+            let err = layermount::Overlay::new()
+                .lower(&l1)
+                .lower(&l2)
+                .idmap(ns.clone())
+                .strategy(layermount::Strategy::Legacy)
+                .staging_dir(bad)
+                .mount()
+                .unwrap_err();
+            assert_eq!(err.kind(), layermount::ErrorKind::InvalidInput, "{}: {err}", bad.display());
+            assert_eq!(err.path(), Some(bad.as_path()), "{err}");
+            assert!(MountTable::current().unwrap().changes_since(&before).is_empty());
+            assert_eq!(fs::read_dir(&private).unwrap().count(), 0);
+            assert_eq!(fs::read_dir(&open).unwrap().count(), 0);
+        }
+    });
+}

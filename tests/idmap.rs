@@ -1,5 +1,7 @@
 //! IdMap: every error case, the text and OCI forms, and parse(format(m)) == m as a property.
 
+mod common;
+
 use layermount::{ErrorKind, IdMap, IdMapProblem, IdRange, MAX_EXTENTS};
 use proptest::prelude::*;
 
@@ -39,14 +41,83 @@ fn every_error_case_has_its_kind() {
 
 #[test]
 fn edges_that_are_valid() {
-    // The last id fits exactly; adjacent ranges do not overlap.
-    assert!(IdMap::parse("4294967295:0:1").is_ok());
+    // The last valid id is 4294967294 (the kernel reserves (u32)-1); adjacent ranges do not overlap.
+    assert!(IdMap::parse("4294967294:0:1").is_ok());
+    assert!(IdMap::parse("0:4294967294:1").is_ok());
     assert!(IdMap::parse("0:0:4294967295").is_ok());
     let m = IdMap::parse("0:1000:10,10:1010:10").unwrap();
     assert_eq!(m.to_host(19), Some(1019));
     assert_eq!(m.to_host(20), None);
     assert_eq!(m.to_container(1009), Some(9));
     assert_eq!(m.to_container(999), None);
+}
+
+/// Issue 10, defect 13: maps the kernel refuses were accepted. An extent may not reach id 4294967295 (the
+/// kernel's `(u32)-1`), and the whole map must fit in the one page `/proc/<pid>/uid_map` takes in one write.
+#[test]
+fn maps_the_kernel_refuses_are_refused() {
+    for text in ["1:0:4294967295", "0:1:4294967295", "4294967295:0:1", "0:4294967295:1", "4294967294:5:2"] {
+        assert_eq!(problem(text), IdMapProblem::Overflow, "{text}");
+    }
+    // 340 one-id extents with seven-digit host ids: 4,650 bytes written, over the 4,095 the kernel takes.
+    let ranges: Vec<IdRange> = (0..340).map(|i| IdRange { container: i, host: 1_000_000 + i, size: 1 }).collect();
+    assert!(ranges.iter().map(|r| format!("{} {} {}\n", r.container, r.host, r.size).len()).sum::<usize>() > 4095);
+    let e = IdMap::new(ranges).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidIdMap(IdMapProblem::TooManyExtents), "{e}");
+    assert!(e.to_string().contains("4650 bytes"), "{e}");
+}
+
+/// Whether the kernel takes `ranges` as a new user namespace's `uid_map` (written raw, one write).
+fn kernel_takes(ranges: &[(u32, u32, u32)]) -> bool {
+    use std::io::Write;
+    let text: String = ranges.iter().map(|(c, h, s)| format!("{c} {h} {s}\n")).collect();
+    let mut child = std::process::Command::new("unshare").args(["--user", "sleep", "30"]).spawn().expect("unshare");
+    let path = format!("/proc/{}/uid_map", child.id());
+    // The child may not have entered its namespace yet: wait until its user namespace differs from ours.
+    let ours = std::fs::read_link("/proc/self/ns/user").unwrap();
+    while std::fs::read_link(format!("/proc/{}/ns/user", child.id())).is_ok_and(|ns| ns == ours) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let ok = std::fs::OpenOptions::new().write(true).open(&path).and_then(|mut f| f.write(text.as_bytes())).is_ok();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    ok
+}
+
+/// Our verdict on the edge cases of defect 13 is the kernel's: ids at the top of the range, and maps just under
+/// and just over a page when written.
+#[test]
+fn idmap_validation_agrees_with_the_kernel() {
+    if !common::have_privilege("idmap_validation_agrees_with_the_kernel") {
+        return;
+    }
+    let one_id_ranges = |n: u32| (0..n).map(|i| (i, 1_000_000 + i, 1)).collect::<Vec<_>>();
+    let len = |r: &[(u32, u32, u32)]| r.iter().map(|(c, h, s)| format!("{c} {h} {s}\n").len()).sum::<usize>();
+    // The most one-id ranges that fit in 4095 bytes, and one more.
+    let fits = (1..=340).take_while(|&n| len(&one_id_ranges(n)) <= 4095).last().unwrap();
+    let mut cases: Vec<Vec<(u32, u32, u32)>> = vec![one_id_ranges(fits), one_id_ranges(fits + 1), one_id_ranges(340)];
+    for edge in [
+        (0, 0, u32::MAX),
+        (1, 0, u32::MAX),
+        (0, 1, u32::MAX),
+        (u32::MAX - 1, 0, 1),
+        (u32::MAX, 0, 1),
+        (0, u32::MAX - 1, 1),
+        (0, u32::MAX, 1),
+        (u32::MAX - 1, 5, 2),
+    ] {
+        cases.push(vec![edge]);
+    }
+    for ranges in cases {
+        let ours = IdMap::from_triples(&ranges).is_ok();
+        let theirs = kernel_takes(&ranges);
+        let shown = if ranges.len() > 2 {
+            format!("{} ranges, {} bytes", ranges.len(), len(&ranges))
+        } else {
+            format!("{ranges:?}")
+        };
+        assert_eq!(ours, theirs, "{shown}: we say {ours}, the kernel says {theirs}");
+    }
 }
 
 #[test]
