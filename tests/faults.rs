@@ -386,7 +386,7 @@ fn cleanup_stale_only_detaches_and_rmdirs_what_dead_composers_left() {
         // The library call agrees, and a second sweep has nothing more to unmount.
         let report = cleanup_stale(&stage).unwrap();
         assert!(report.unmounted.is_empty(), "{report:?}");
-        assert_eq!(report.in_use, [live.clone()]);
+        assert_eq!(report.in_use, std::slice::from_ref(&live));
         let kept: Vec<&Path> = report.kept.iter().map(|(p, _)| p.as_path()).collect();
         assert_eq!(kept, [dead.join("1").as_path(), dead.as_path(), stage.join("stray").as_path()]);
 
