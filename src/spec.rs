@@ -289,9 +289,20 @@ impl MountSpec {
         let kind = self.kind()?;
         let plan = self.plan()?;
         self.check_target(&plan)?;
-        for spec in &plan.mkdirs {
-            mkdir(spec)?;
+        // Nothing of `X-containerd.mkdir.path` stays if the mount fails.
+        let mut undo = MkdirUndo::default();
+        let mounted = plan
+            .mkdirs
+            .iter()
+            .try_for_each(|spec| mkdir(spec, &mut undo))
+            .and_then(|()| self.mount_planned(kind, &plan, strategy));
+        if mounted.is_err() {
+            undo.undo();
         }
+        mounted
+    }
+
+    fn mount_planned(&self, kind: &str, plan: &Plan, strategy: Option<Strategy>) -> Result<MountGuard> {
         let userns = match (&plan.uid_map, &plan.gid_map) {
             (Some(u), Some(g)) => Some(UserNamespace::cached(u, g)?),
             _ => None,
@@ -307,7 +318,7 @@ impl MountSpec {
             }
             t
         } else if kind == "overlay" {
-            self.overlay(&plan, userns, strategy)?
+            self.overlay(plan, userns, strategy)?
         } else {
             let mut fs = FsContext::open(kind)?;
             if !self.source.is_empty() {
@@ -425,9 +436,30 @@ fn make_target(target: &Path, mode: u32) -> Result<Vec<PathBuf>> {
     Ok(made)
 }
 
+/// What `X-containerd.mkdir.path=` changed, put back when the mount then fails: the directories it made (removed
+/// with `rmdir`, deepest first, so anything put in them meanwhile keeps them) and the mode and owner of those that
+/// existed.
+#[derive(Debug, Default)]
+struct MkdirUndo {
+    made: Vec<PathBuf>,
+    changed: Vec<(PathBuf, u32, u32, u32)>,
+}
+
+impl MkdirUndo {
+    fn undo(self) {
+        for (path, mode, uid, gid) in self.changed.into_iter().rev() {
+            let _ = std::os::unix::fs::lchown(&path, Some(uid), Some(gid));
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7777));
+        }
+        for dir in self.made.into_iter().rev() {
+            let _ = rustix::fs::rmdir(&dir);
+        }
+    }
+}
+
 /// `X-containerd.mkdir.path=PATH[:MODE[:UID:GID]]`: create `PATH` (and missing parents, 0700) if missing, then give
-/// it `MODE` (octal, default 0700) and the owner.
-fn mkdir(spec: &str) -> Result<()> {
+/// it `MODE` (octal, default 0700) and the owner. What it does is recorded in `undo`.
+fn mkdir(spec: &str, undo: &mut MkdirUndo) -> Result<()> {
     let parts: Vec<&str> = spec.splitn(4, ':').collect();
     let bad = || spec_error(format!("bad X-containerd.mkdir.path=\"{spec}\": want PATH[:MODE[:UID:GID]]"));
     let path = Path::new(parts[0]);
@@ -443,11 +475,23 @@ fn mkdir(spec: &str) -> Result<()> {
         (None, None) => None,
         _ => return Err(bad()),
     };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(|e| Error::io("X-containerd.mkdir.path", &e).with_path(path))?;
+    let io_error = |e: std::io::Error, p: &Path| Error::io("X-containerd.mkdir.path", &e).with_path(p);
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => {
+            use std::os::unix::fs::MetadataExt;
+            undo.changed.push((path.to_path_buf(), m.mode(), m.uid(), m.gid()));
+        }
+        Err(_) => {
+            let missing: Vec<&Path> = path.ancestors().take_while(|a| std::fs::symlink_metadata(a).is_err()).collect();
+            for dir in missing.into_iter().rev() {
+                match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+                    Ok(()) => undo.made.push(dir.to_path_buf()),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io_error(e, dir)),
+                }
+            }
+        }
+    }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| Error::io("X-containerd.mkdir.path", &e).with_path(path))?;
     if let Some((u, g)) = owner {

@@ -153,3 +153,46 @@ fn bind_and_tmpfs_specs_mount() {
         assert!(!scratch.join("bad").exists(), "no mount point left behind");
     });
 }
+
+/// Issue 10, defect 13: `X-containerd.mkdir.path` directories were made even when the mount then failed. Now a
+/// failed mount leaves nothing: made directories are removed (with `rmdir`), an existing one gets its mode and
+/// owner back, whatever made the mount fail (a refused option, a missing bind source, a bad overlay).
+#[test]
+fn mkdir_path_leaves_nothing_when_the_mount_fails() {
+    privileged("mkdir_path_leaves_nothing_when_the_mount_fails", |scratch| {
+        let target = scratch.join("t");
+        fs::create_dir(&target).unwrap();
+        let existing = scratch.join("existing");
+        fs::create_dir(&existing).unwrap();
+        fs::set_permissions(&existing, fs::Permissions::from_mode(0o711)).unwrap();
+        let made = scratch.join("new/deeper/dir");
+        let mkdirs = format!(
+            "X-containerd.mkdir.path={}:0755:5:6,X-containerd.mkdir.path={}:0750:7:8",
+            made.display(),
+            existing.display()
+        );
+        let failing = [
+            MountSpec::new("tmpfs", "none", &target).with_options(&format!("no_such_opt=1,{mkdirs}")),
+            MountSpec::new("bind", scratch.join("missing").display().to_string(), &target).with_options(&mkdirs),
+            MountSpec::new("overlay", "overlay", &target).with_options(&format!(
+                "lowerdir={}:{},{mkdirs}",
+                scratch.join("nope1").display(),
+                scratch.join("nope2").display()
+            )),
+        ];
+        for spec in failing {
+            let before = MountTable::current().unwrap();
+            spec.mount().unwrap_err();
+            assert!(!scratch.join("new").exists(), "{spec:?}: made a directory although the mount failed");
+            let meta = fs::metadata(&existing).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o7777, 0o711, "{spec:?}: mode not put back");
+            assert_eq!(owner(&existing), (0, 0), "{spec:?}: owner not put back");
+            assert!(MountTable::current().unwrap().changes_since(&before).is_empty());
+        }
+        // A mount that succeeds keeps them, as asked.
+        let spec = MountSpec::new("tmpfs", "none", &target).with_options(&format!("size=1m,{mkdirs}"));
+        spec.mount().unwrap().unmount().unwrap();
+        assert_eq!(owner(&made), (5, 6));
+        assert_eq!(owner(&existing), (7, 8));
+    });
+}
