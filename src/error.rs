@@ -70,6 +70,10 @@ pub enum LayerProblem {
     BadMarker,
     /// The layer's content no longer matches the digest recorded when it was committed.
     ContentMismatch,
+    /// A metadata record of the archive (GNU long name or long link, PAX extended or global header, GNU sparse map)
+    /// is larger than 1 MiB, or the records describing one member exceed 2 MiB together. Refused from the record's
+    /// header, before its data is read.
+    MetadataTooLarge,
 }
 
 impl fmt::Display for LayerProblem {
@@ -86,6 +90,7 @@ impl fmt::Display for LayerProblem {
             Self::MissingMarker => "no commit marker: the layer is not committed",
             Self::BadMarker => "unreadable commit marker",
             Self::ContentMismatch => "content does not match the digest recorded at commit",
+            Self::MetadataTooLarge => "archive metadata record too large",
         })
     }
 }

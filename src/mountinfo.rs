@@ -165,9 +165,22 @@ pub(crate) fn mount_id_of(dirfd: impl std::os::fd::AsFd, name: &Path) -> rustix:
     Ok(st.stx_mnt_id)
 }
 
+/// How many times this thread read the mount table (tests count them).
+#[cfg(test)]
+pub(crate) fn reads() -> u64 {
+    READS.with(|r| r.get())
+}
+
+#[cfg(test)]
+thread_local! {
+    static READS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 impl MountTable {
     /// Read `/proc/thread-self/mountinfo`.
     pub fn current() -> Result<Self> {
+        #[cfg(test)]
+        READS.with(|r| r.set(r.get() + 1));
         let text = std::fs::read_to_string("/proc/thread-self/mountinfo")
             .or_else(|_| std::fs::read_to_string("/proc/self/mountinfo"))
             .map_err(|e| Error::io("read mountinfo", &e).with_path("/proc/thread-self/mountinfo"))?;

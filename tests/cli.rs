@@ -362,3 +362,47 @@ fn rm_removes_a_tree_deeper_than_its_fd_limit() {
         assert!(!top.exists());
     });
 }
+
+/// Defect 3: removal memory grows with depth, not its square: 20,000 levels (the old code kept every level's full
+/// path, about 400 MB here) in 64 MiB of address space.
+#[test]
+fn rm_removes_a_deep_tree_in_little_memory() {
+    common::privileged("rm_removes_a_deep_tree_in_little_memory", |scratch| {
+        use rustix::fs::{Mode, OFlags};
+        let top = scratch.join("deep");
+        fs::create_dir(&top).unwrap();
+        let mut fd = rustix::fs::open(&top, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        for _ in 0..20_000 {
+            rustix::fs::mkdirat(&fd, "d", Mode::from_raw_mode(0o755)).unwrap();
+            fd = rustix::fs::openat(&fd, "d", OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        }
+        drop(fd);
+        let o = Command::new("prlimit")
+            .args(["--as=67108864", "--"])
+            .arg(env!("CARGO_BIN_EXE_layermount"))
+            .arg("rm")
+            .arg(&top)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(!top.exists());
+    });
+}
+
+/// Defect 9: `rm x/.` and `rm x/./` are refused (exit 1, one line), as GNU rm refuses them; x stays.
+#[test]
+fn rm_refuses_a_path_ending_in_dot() {
+    common::privileged("rm_refuses_a_path_ending_in_dot", |scratch| {
+        let x = scratch.join("x");
+        fs::create_dir_all(x.join("sub")).unwrap();
+        for bad in ["/.", "/./"] {
+            let arg = format!("{}{bad}", x.display());
+            let o = layermount(&["rm", &arg]);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(1), "{arg}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(err.starts_with("layermount: remove_all ") && err.contains(&arg), "{err}");
+            assert!(x.join("sub").is_dir(), "{arg}: nothing deleted");
+        }
+    });
+}

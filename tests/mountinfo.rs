@@ -40,3 +40,24 @@ fn leak_check_sees_a_leak_and_its_cleanup() {
         assert!(MountTable::current().unwrap().changes_since(&before).is_empty());
     });
 }
+
+/// Defect 5: mount tables are bytes. A mount whose source is not UTF-8 does not stop the table from being read, so
+/// removals and applies that check it keep working.
+#[test]
+fn a_non_utf8_mount_source_is_read() {
+    privileged("a_non_utf8_mount_source_is_read", |scratch| {
+        use std::os::unix::ffi::OsStrExt;
+        let m = scratch.join("m\u{e9}");
+        fs::create_dir(&m).unwrap();
+        let source = std::ffi::OsStr::from_bytes(b"src\xff");
+        rustix::mount::mount(source, &m, "tmpfs", rustix::mount::MountFlags::empty(), c"").unwrap();
+        let table = MountTable::current().unwrap();
+        assert_eq!(table.mount_of(&m).unwrap().fs_type, "tmpfs");
+        assert!(table.mount_of(&m).unwrap().source.starts_with("src"));
+        let odd = scratch.join(std::ffi::OsStr::from_bytes(b"tree\xfe"));
+        fs::create_dir_all(odd.join("d")).unwrap();
+        layermount::remove_all(&odd).unwrap();
+        assert!(!odd.exists());
+        common::umount(&m);
+    });
+}

@@ -189,3 +189,53 @@ fn trees_deeper_than_the_open_fd_window_and_path_max() {
         assert!(common::fd_count() <= fds + 1, "no fd left open");
     });
 }
+
+/// Defect 9: `x/.` and `x/./` name `.`, which is refused as GNU rm refuses it; nothing is deleted.
+#[test]
+fn a_path_ending_in_dot_is_refused() {
+    privileged("a_path_ending_in_dot_is_refused", |scratch| {
+        let x = scratch.join("x");
+        fs::create_dir_all(x.join("sub")).unwrap();
+        fs::write(x.join("sub/f"), b"f").unwrap();
+        let before = snapshot(&x);
+        for suffix in ["/.", "/./", "/.//", "/sub/..", "/sub/../"] {
+            let bad = PathBuf::from(format!("{}{suffix}", x.display()));
+            let err = remove_all(&bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{}: {err}", bad.display());
+            assert_eq!(err.path(), Some(bad.as_path()));
+            assert_eq!(snapshot(&x), before, "{}", bad.display());
+        }
+        // A trailing slash alone names the directory.
+        remove_all(format!("{}/", x.display())).unwrap();
+        assert!(!x.exists());
+    });
+}
+
+/// Defect 10: through an alias of the tree (a bind mount of an ancestor, which does not carry the mount inside),
+/// the up-front check still finds the mount on the same filesystem and deletes nothing.
+#[test]
+fn a_mount_seen_through_an_alias_path_stops_removal_before_anything_is_deleted() {
+    privileged("a_mount_seen_through_an_alias_path_stops_removal_before_anything_is_deleted", |scratch| {
+        let real = scratch.join("real");
+        let tree = real.join("tree");
+        make_tree(&tree);
+        fs::create_dir(tree.join("a/m")).unwrap();
+        fs::write(tree.join("zzz-sibling"), b"s").unwrap();
+        common::mount_tmpfs(&tree.join("a/m"));
+        fs::write(tree.join("a/m/precious"), b"p").unwrap();
+        let alias = scratch.join("alias");
+        fs::create_dir(&alias).unwrap();
+        common::bind(&real, &alias); // not recursive: the tmpfs at tree/a/m is not visible under alias/
+        assert!(!alias.join("tree/a/m/precious").exists());
+        let before = snapshot(&tree);
+
+        let err = remove_all(alias.join("tree")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::MountBoundary, "{err}");
+        assert_eq!(err.path(), Some(alias.join("tree/a/m").as_path()));
+        assert_eq!(snapshot(&tree), before, "nothing deleted through the alias");
+
+        common::umount(&alias);
+        common::umount(&tree.join("a/m"));
+        remove_all(&real).unwrap();
+    });
+}

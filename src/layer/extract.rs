@@ -1072,5 +1072,10 @@ mod tests {
         assert_eq!(parse_pax_time(b"1700000000.5"), Some((1700000000, 500_000_000)));
         assert_eq!(parse_pax_time(b"12"), Some((12, 0)));
         assert_eq!(parse_pax_time(b"x"), None);
+        // Defect 14: the fraction counts up from the (negative) whole second below.
+        assert_eq!(parse_pax_time(b"-1.5"), Some((-2, 500_000_000)));
+        assert_eq!(parse_pax_time(b"-0.25"), Some((-1, 750_000_000)));
+        assert_eq!(parse_pax_time(b"-3"), Some((-3, 0)));
+        assert_eq!(parse_pax_time(b"-3.0"), Some((-3, 0)));
     }
 }

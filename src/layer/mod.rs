@@ -49,3 +49,31 @@ fn open_dir_path(path: &Path, operation: &'static str) -> Result<OwnedFd> {
     rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| Error::os(operation, e).with_path(path))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_common::{self as common, archive::E, archive::tar_of};
+
+    /// Defect 12: replacing directories with files does not read the mount table once per directory (with 2,000
+    /// mounts on the host that cost 114 s for 20k replacements); one read per apply at most.
+    #[test]
+    fn replacing_directories_reads_the_mount_table_at_most_once() {
+        common::privileged("replacing_directories_reads_the_mount_table_at_most_once", |scratch| {
+            let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+            let mut entries = Vec::new();
+            for i in 0..50 {
+                let d = leak(format!("d{i}"));
+                entries.push(E::Dir(d));
+                entries.push(E::File(leak(format!("d{i}/x")), "x"));
+                entries.push(E::File(d, "now a file"));
+            }
+            let before = crate::mountinfo::reads();
+            let dest = scratch.join("l");
+            apply(&tar_of(&entries)[..], &dest, &ApplyOptions::new().sync(SyncMode::None)).unwrap();
+            let reads = crate::mountinfo::reads() - before;
+            assert!(reads <= 1, "{reads} mount table reads for 50 replaced directories");
+            assert_eq!(std::fs::read(dest.join("d7")).unwrap(), b"now a file");
+        });
+    }
+}

@@ -155,6 +155,43 @@ impl Tar {
         self
     }
 
+    /// A raw 512-byte header of type `kind` declaring `size` bytes of data (for records whose data is streamed
+    /// separately, such as oversized metadata).
+    pub fn record_header(name: &[u8], kind: u8, size: u64) -> [u8; 512] {
+        let mut h = raw_header(name, tar::EntryType::new(kind), 0, b"", &Opt::default(), 0o644);
+        h.set_size(size);
+        h.set_cksum();
+        *h.as_bytes()
+    }
+
+    /// A GNU sparse file (type `S`) of `real_size` bytes holding `blocks` (offset, data; offsets and lengths
+    /// multiples of 512 except the last length) and holes elsewhere.
+    pub fn sparse(&mut self, name: &str, real_size: u64, blocks: &[(u64, &[u8])]) -> &mut Self {
+        assert!(blocks.len() < 4, "one header holds four map entries; the end marker takes one");
+        let stored: u64 = blocks.iter().map(|(_, d)| d.len() as u64).sum();
+        let mut h = raw_header(name.as_bytes(), tar::EntryType::GNUSparse, stored, b"", &Opt::default(), 0o644);
+        let octal = |field: &mut [u8], v: u64| {
+            let s = format!("{v:0width$o}", width = field.len() - 1);
+            field[..s.len()].copy_from_slice(s.as_bytes());
+            field[s.len()] = 0;
+        };
+        {
+            let g = h.as_gnu_mut().unwrap();
+            for (i, (off, d)) in blocks.iter().enumerate() {
+                octal(&mut g.sparse[i].offset, *off);
+                octal(&mut g.sparse[i].numbytes, d.len() as u64);
+            }
+            // The end of the file: a zero-length block at the real size.
+            octal(&mut g.sparse[blocks.len()].offset, real_size);
+            octal(&mut g.sparse[blocks.len()].numbytes, 0);
+            octal(&mut g.realsize, real_size);
+        }
+        h.set_cksum();
+        let data: Vec<u8> = blocks.iter().flat_map(|(_, d)| d.iter().copied()).collect();
+        self.push(&h, &data);
+        self
+    }
+
     pub fn all(&mut self, entries: &[E]) -> &mut Self {
         for e in entries {
             self.add(e);

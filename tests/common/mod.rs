@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod archive;
+pub mod loopfs;
 
 use layermount::MountTable;
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
