@@ -30,15 +30,14 @@ pub struct MountInfo {
     pub optional_fields: Vec<String>,
     /// Filesystem type (`tmpfs`, `overlay`, `ext4`...).
     pub fs_type: String,
-    /// Filesystem-specific source (`/dev/vda`, `overlay`, `none`...).
+    /// Filesystem-specific source (`/dev/vda`, `overlay`, `none`...); bytes that are not UTF-8 become U+FFFD.
     pub source: String,
-    /// Per-superblock options (for overlay: `lowerdir=...,upperdir=...`).
+    /// Per-superblock options (for overlay: `lowerdir=...,upperdir=...`); bytes that are not UTF-8 become U+FFFD.
     pub super_options: String,
 }
 
 /// Decode the kernel's `\ooo` octal escapes (space, tab, newline and backslash are escaped in mountinfo).
-fn unescape_bytes(field: &str) -> Vec<u8> {
-    let b = field.as_bytes();
+fn unescape_bytes(b: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -56,17 +55,23 @@ fn unescape_bytes(field: &str) -> Vec<u8> {
     out
 }
 
-fn unescape(field: &str) -> String {
+/// A text field: decoded, and any byte that is not UTF-8 (a mount source may hold anything) replaced by U+FFFD.
+fn unescape(field: &[u8]) -> String {
     String::from_utf8_lossy(&unescape_bytes(field)).into_owned()
 }
 
-fn unescape_path(field: &str) -> PathBuf {
+fn unescape_path(field: &[u8]) -> PathBuf {
     use std::os::unix::ffi::OsStringExt;
     PathBuf::from(std::ffi::OsString::from_vec(unescape_bytes(field)))
 }
 
+fn number<T: std::str::FromStr>(field: &[u8]) -> Option<T> {
+    std::str::from_utf8(field).ok()?.parse().ok()
+}
+
 impl MountInfo {
-    /// Parse one `mountinfo` line.
+    /// Parse one `mountinfo` line. Lines are bytes: mount points and roots are kept exactly (any byte but NUL);
+    /// the text fields (options, type, source) have bytes that are not UTF-8 replaced by U+FFFD.
     ///
     /// ```
     /// use layermount::MountInfo;
@@ -75,35 +80,44 @@ impl MountInfo {
     /// assert_eq!(m.mount_point, std::path::Path::new("/mnt/with space"));
     /// assert_eq!(m.optional_fields, ["master:1"]);
     /// assert_eq!(m.fs_type, "ext3");
+    /// let odd = MountInfo::parse_line(b"37 35 0:9 / /m rw - tmpfs src\xff rw")?;
+    /// assert_eq!(odd.source, "src\u{fffd}");
     /// # Ok::<(), layermount::Error>(())
     /// ```
-    pub fn parse_line(line: &str) -> Result<Self> {
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for a line that does not have mountinfo's fields.
+    pub fn parse_line(line: impl AsRef<[u8]>) -> Result<Self> {
+        let line = line.as_ref();
         let bad = || {
             Error::new(ErrorKind::InvalidInput, "parse mountinfo")
-                .with_detail(format!("malformed line \"{}\"", line.escape_default()))
+                .with_detail(format!("malformed line \"{}\"", line.escape_ascii()))
         };
-        let mut it = line.split(' ');
-        let mount_id = it.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-        let parent_id = it.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let mut it = line.split(|&b| b == b' ');
+        let mount_id = it.next().and_then(number).ok_or_else(bad)?;
+        let parent_id = it.next().and_then(number).ok_or_else(bad)?;
         let device = it
             .next()
-            .and_then(|s| s.split_once(':'))
-            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+            .and_then(|s| {
+                let colon = s.iter().position(|&b| b == b':')?;
+                Some((number(&s[..colon])?, number(&s[colon + 1..])?))
+            })
             .ok_or_else(bad)?;
         let root = unescape_path(it.next().ok_or_else(bad)?);
         let mount_point = unescape_path(it.next().ok_or_else(bad)?);
-        let mount_options = it.next().ok_or_else(bad)?.to_string();
+        let mount_options = unescape(it.next().ok_or_else(bad)?);
         let mut optional_fields = Vec::new();
         loop {
             match it.next() {
-                Some("-") => break,
-                Some(f) => optional_fields.push(f.to_string()),
+                Some(b"-") => break,
+                Some(f) => optional_fields.push(unescape(f)),
                 None => return Err(bad()),
             }
         }
         let fs_type = unescape(it.next().ok_or_else(bad)?);
         let source = unescape(it.next().ok_or_else(bad)?);
-        let super_options = unescape(&it.collect::<Vec<_>>().join(" "));
+        let super_options = unescape(&it.collect::<Vec<_>>().join(&b' '));
         Ok(Self {
             mount_id,
             parent_id,
@@ -181,15 +195,30 @@ impl MountTable {
     pub fn current() -> Result<Self> {
         #[cfg(test)]
         READS.with(|r| r.set(r.get() + 1));
-        let text = std::fs::read_to_string("/proc/thread-self/mountinfo")
-            .or_else(|_| std::fs::read_to_string("/proc/self/mountinfo"))
+        let text = std::fs::read("/proc/thread-self/mountinfo")
+            .or_else(|_| std::fs::read("/proc/self/mountinfo"))
             .map_err(|e| Error::io("read mountinfo", &e).with_path("/proc/thread-self/mountinfo"))?;
         Self::parse(&text)
     }
 
-    /// Parse a whole `mountinfo` text.
-    pub fn parse(text: &str) -> Result<Self> {
-        let mounts = text.lines().filter(|l| !l.is_empty()).map(MountInfo::parse_line).collect::<Result<_>>()?;
+    /// Parse a whole `mountinfo` text (bytes: see [`MountInfo::parse_line`]).
+    ///
+    /// ```
+    /// let t = layermount::MountTable::parse("22 1 0:21 / / rw shared:1 - tmpfs tmp rw\n")?;
+    /// assert_eq!(t.mounts()[0].fs_type, "tmpfs");
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] if any line is malformed.
+    pub fn parse(text: impl AsRef<[u8]>) -> Result<Self> {
+        let mounts = text
+            .as_ref()
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(MountInfo::parse_line)
+            .collect::<Result<_>>()?;
         Ok(Self { mounts })
     }
 

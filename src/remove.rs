@@ -6,7 +6,7 @@
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -39,17 +39,35 @@ fn open_subdir(parent: impl AsFd, name: &OsStr, path: &Path) -> Result<OwnedFd> 
     })
 }
 
+/// The last component of `path` as written, if it names something removable: `None` for `/`, `.`, `..` and any
+/// path whose last component is `.` or `..` (`x/.`, `x/./`, `x/..`), which [`Path::components`] would silently
+/// normalise to `x`. A trailing slash alone (`x/`) still names `x`.
+pub(crate) fn final_name(path: &Path) -> Option<&OsStr> {
+    let bytes = path.as_os_str().as_bytes();
+    let end = bytes.iter().rposition(|&b| b != b'/')? + 1;
+    let start = bytes[..end].iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+    match &bytes[start..end] {
+        b"." | b".." => None,
+        name => Some(OsStr::from_bytes(name)),
+    }
+}
+
 /// Remove `path` and everything beneath it, like `rm -rf` but safe around mounts:
 ///
 /// * Before deleting anything, the mount table is checked: if `path` is itself a mount point, or any mount lies
-///   beneath it (a bind mount of the same filesystem included), nothing is deleted and the error
+///   beneath it (a bind mount of the same filesystem included, and a mount that is only visible through another
+///   path to the same directory, such as the original of a bind-mounted ancestor), nothing is deleted and the error
 ///   ([`ErrorKind::MountBoundary`]) names the mount point.
 /// * While deleting, every directory is entered with `openat2(RESOLVE_NO_XDEV | RESOLVE_NO_SYMLINKS)` relative to
 ///   its parent's fd, and a busy mount point cannot be unlinked, so a mount that appears mid-way stops the removal
 ///   there with the same error; what lies beneath that mount is never touched.
 /// * Symlinks are removed, never followed (a symlink as `path` itself is removed as a symlink).
+/// * Memory grows with the depth of the tree (one name per level), never with its square, and at most 64
+///   directory fds are open at once, so any depth can be removed.
 ///
-/// Components of `path` before the last are resolved normally. A missing `path` is an error (`ENOENT`).
+/// Components of `path` before the last are resolved normally. A missing `path` is an error (`ENOENT`); a path
+/// whose last component is `.` or `..` (`x/.` included) is refused ([`ErrorKind::InvalidInput`]), as GNU rm
+/// refuses it.
 ///
 /// ```no_run
 /// use layermount::{remove_all, ErrorKind};
@@ -64,13 +82,10 @@ fn open_subdir(parent: impl AsFd, name: &OsStr, path: &Path) -> Result<OwnedFd> 
 /// ```
 pub fn remove_all(path: impl AsRef<Path>) -> Result<RemoveStats> {
     let path = path.as_ref();
-    let name = match path.components().next_back() {
-        Some(Component::Normal(n)) => n,
-        _ => {
-            return Err(Error::new(ErrorKind::InvalidInput, OP)
-                .with_path(path)
-                .with_detail("path must end in a file name (not /, . or ..)"));
-        }
+    let Some(name) = final_name(path) else {
+        return Err(Error::new(ErrorKind::InvalidInput, OP)
+            .with_path(path)
+            .with_detail("path must end in a file name (not /, . or ..)"));
     };
     let parent_path = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -78,30 +93,42 @@ pub fn remove_all(path: impl AsRef<Path>) -> Result<RemoveStats> {
     };
     let parent = rustix::fs::open(parent_path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .op_path(OP, parent_path)?;
+    remove_at(&parent, name, path, true)
+}
+
+/// Remove `name` in `parent` (`path` names it in errors) like [`remove_all`]. Without `check_table`, the up-front
+/// mount-table check is skipped: for trees this process made itself (a layer's staging directory), where the
+/// per-step checks (`RESOLVE_NO_XDEV`, `EBUSY`) are enough and reading a table of thousands of mounts for every
+/// replaced directory is not.
+pub(crate) fn remove_at(parent: &OwnedFd, name: &OsStr, path: &Path, check_table: bool) -> Result<RemoveStats> {
     let st =
-        rustix::fs::statx(&parent, name, AtFlags::SYMLINK_NOFOLLOW, rustix::fs::StatxFlags::TYPE).op_path(OP, path)?;
-    let parent_mnt = mount_id_of(&parent, Path::new("")).op_path(OP, parent_path)?;
-    let mnt = mount_id_of(&parent, Path::new(name)).op_path(OP, path)?;
+        rustix::fs::statx(parent, name, AtFlags::SYMLINK_NOFOLLOW, rustix::fs::StatxFlags::TYPE).op_path(OP, path)?;
+    let parent_mnt = mount_id_of(parent, Path::new("")).op_path(OP, path)?;
+    let mnt = mount_id_of(parent, Path::new(name)).op_path(OP, path)?;
     if mnt != parent_mnt {
         return Err(boundary(path.to_path_buf()));
     }
     let mut stats = RemoveStats::default();
     if FileType::from_raw_mode(u32::from(st.stx_mode)) != FileType::Directory {
-        unlink(&parent, name, false, path)?;
+        unlink(parent, name, false, || path.to_path_buf())?;
         stats.others += 1;
         return Ok(stats);
     }
 
-    let top = open_subdir(&parent, name, path)?;
-    check_no_mounts_beneath(&top, path)?;
+    let top = open_subdir(parent, name, path)?;
+    if check_table {
+        check_no_mounts_beneath(&top, path)?;
+    }
     remove_contents(top, path, &mut stats)?;
-    unlink(&parent, name, true, path)?;
+    unlink(parent, name, true, || path.to_path_buf())?;
     stats.dirs += 1;
     Ok(stats)
 }
 
-/// Refuse up front if the mount table lists any mount at or beneath the directory `dir` (by its real path, read
-/// back from the fd so that symlinks and `..` in the caller's path cannot hide one).
+/// Refuse up front if the mount table lists any mount at or beneath the directory `dir`: by its real path, read
+/// back from the fd so that symlinks and `..` in the caller's path cannot hide one; and by its place in its
+/// filesystem, so that a mount seen only through another path to the same directory (the original of a bind mount
+/// we are looking through) is found too.
 fn check_no_mounts_beneath(dir: &OwnedFd, path: &Path) -> Result<()> {
     let link = format!("/proc/thread-self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(dir));
     let Ok(real) = std::fs::read_link(&link) else {
@@ -113,24 +140,38 @@ fn check_no_mounts_beneath(dir: &OwnedFd, path: &Path) -> Result<()> {
         let rel = m.mount_point.strip_prefix(&real).unwrap_or(Path::new(""));
         return Err(boundary(path.join(rel)));
     }
+    let Ok(mine) = mount_id_of(dir, Path::new("")) else { return Ok(()) };
+    let Some(mine) = table.by_id(mine) else { return Ok(()) };
+    let Ok(rel) = real.strip_prefix(&mine.mount_point) else { return Ok(()) };
+    let in_fs = mine.root.join(rel);
+    for m in table.mounts() {
+        let Some(parent) = table.by_id(m.parent_id).filter(|p| p.mount_id != m.mount_id) else { continue };
+        if parent.device != mine.device {
+            continue;
+        }
+        let Ok(at) = m.mount_point.strip_prefix(&parent.mount_point) else { continue };
+        if let Ok(below) = parent.root.join(at).strip_prefix(&in_fs) {
+            return Err(boundary(path.join(below)));
+        }
+    }
     Ok(())
 }
 
-fn unlink(dirfd: impl AsFd, name: &OsStr, dir: bool, path: &Path) -> Result<()> {
+fn unlink(dirfd: impl AsFd, name: &OsStr, dir: bool, path: impl FnOnce() -> PathBuf) -> Result<()> {
     let flags = if dir { AtFlags::REMOVEDIR } else { AtFlags::empty() };
     rustix::fs::unlinkat(dirfd, name, flags).map_err(|e| match e {
-        Errno::BUSY => boundary(path.to_path_buf()),
-        _ => Error::os(OP, e).with_path(path),
+        Errno::BUSY => boundary(path()),
+        _ => Error::os(OP, e).with_path(path()),
     })
 }
 
 /// One directory being emptied: its entries are read from `dir`, and `*at` calls go through the same fd. Only the
 /// deepest [`OPEN_FRAMES`] directories keep their fd; an ancestor's is closed and, when its turn comes again,
-/// reopened from its child through `..` and checked to be the same directory (device and inode).
+/// reopened from its child through `..` and checked to be the same directory (device and inode). A frame holds its
+/// own name only: paths are built for error messages alone.
 struct Frame {
     dir: Option<Dir>,
     id: (u32, u32, u64),
-    path: PathBuf,
     /// Name of this directory in its parent frame (None for the top).
     name: Option<std::ffi::OsString>,
 }
@@ -138,49 +179,58 @@ struct Frame {
 /// Directory fds kept open at once: a tree of any depth is removed without running out of descriptors.
 const OPEN_FRAMES: usize = 64;
 
-fn identity(fd: impl AsFd, path: &Path) -> Result<(u32, u32, u64)> {
-    let st = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::INO).op_path(OP, path)?;
+/// The path of the deepest frame of `stack` (then `leaf`, if given), from the top's `top`.
+fn path_of(top: &Path, stack: &[Frame], leaf: Option<&OsStr>) -> PathBuf {
+    let mut p = top.to_path_buf();
+    p.extend(stack.iter().filter_map(|f| f.name.as_deref()));
+    p.extend(leaf);
+    p
+}
+
+fn identity(fd: impl AsFd) -> rustix::io::Result<(u32, u32, u64)> {
+    let st = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::INO)?;
     Ok((st.stx_dev_major, st.stx_dev_minor, st.stx_ino))
 }
 
-fn frame(fd: OwnedFd, path: PathBuf, name: Option<std::ffi::OsString>) -> Result<Frame> {
-    let id = identity(&fd, &path)?;
-    Ok(Frame { dir: Some(Dir::new(fd).op_path(OP, &path)?), id, path, name })
+fn frame(fd: OwnedFd, name: Option<std::ffi::OsString>) -> rustix::io::Result<Frame> {
+    let id = identity(&fd)?;
+    Ok(Frame { dir: Some(Dir::new(fd)?), id, name })
 }
 
-/// Reopen `parent` (whose fd was closed) from its child `child` through `..`, refusing if it is no longer the same
-/// directory (the tree was moved meanwhile). Its listing starts over; what was deleted is gone from it.
-fn reopen(parent: &mut Frame, child: &Dir) -> Result<()> {
-    let child_fd = child.fd().op_path(OP, &parent.path)?;
-    let fd = rustix::fs::openat(child_fd, "..", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .op_path(OP, &parent.path)?;
-    if identity(&fd, &parent.path)? != parent.id {
-        return Err(Error::new(ErrorKind::InvalidInput, OP)
-            .with_path(&parent.path)
-            .with_detail("the directory was moved during the removal"));
+/// Reopen the directory `id` (whose fd was closed) from its child `child` through `..`, refusing if it is no longer
+/// the same directory (the tree was moved meanwhile). Its listing starts over; what was deleted is gone from it.
+fn reopen(id: (u32, u32, u64), child: &Dir) -> Result<Dir> {
+    let fd = child
+        .fd()
+        .and_then(|c| rustix::fs::openat(c, "..", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()))
+        .op(OP)?;
+    if identity(&fd).op(OP)? != id {
+        return Err(Error::new(ErrorKind::InvalidInput, OP).with_detail("the directory was moved during the removal"));
     }
-    parent.dir = Some(Dir::new(fd).op_path(OP, &parent.path)?);
-    Ok(())
+    Dir::new(fd).op(OP)
 }
 
 /// Empty the directory `top` depth-first with an explicit stack (no recursion, and at most [`OPEN_FRAMES`] fds, so
 /// neither the thread's stack nor the fd limit bounds the depth).
 fn remove_contents(top: OwnedFd, path: &Path, stats: &mut RemoveStats) -> Result<()> {
-    let mut stack = vec![frame(top, path.to_path_buf(), None)?];
+    let mut stack = vec![frame(top, None).op_path(OP, path)?];
     while let Some(current) = stack.last_mut() {
-        let dir = current.dir.as_mut().expect("the deepest frame is open");
-        let entry = match dir.read() {
-            Some(entry) => entry.op_path(OP, &current.path)?,
+        let entry = match current.dir.as_mut().expect("the deepest frame is open").read() {
+            Some(Ok(entry)) => entry,
+            Some(Err(e)) => return Err(Error::os(OP, e).with_path(path_of(path, &stack, None))),
             None => {
                 let done = stack.pop().expect("stack is not empty");
-                if let (Some(name), Some(parent)) = (done.name, stack.last_mut()) {
-                    if parent.dir.is_none() {
-                        reopen(parent, done.dir.as_ref().expect("open"))?;
-                    }
-                    let parent_fd = parent.dir.as_ref().expect("reopened").fd().op_path(OP, &parent.path)?;
-                    unlink(parent_fd, &name, true, &done.path)?;
-                    stats.dirs += 1;
+                let Some(name) = done.name else { continue };
+                let parent = stack.len() - 1;
+                if stack[parent].dir.is_none() {
+                    let dir = reopen(stack[parent].id, done.dir.as_ref().expect("open"))
+                        .map_err(|e| e.with_path(path_of(path, &stack, None)))?;
+                    stack[parent].dir = Some(dir);
                 }
+                let parent_fd = stack[parent].dir.as_ref().expect("reopened").fd();
+                let parent_fd = parent_fd.map_err(|e| Error::os(OP, e).with_path(path_of(path, &stack, None)))?;
+                unlink(parent_fd, &name, true, || path_of(path, &stack, Some(&name)))?;
+                stats.dirs += 1;
                 continue;
             }
         };
@@ -188,12 +238,12 @@ fn remove_contents(top: OwnedFd, path: &Path, stats: &mut RemoveStats) -> Result
         if name == "." || name == ".." {
             continue;
         }
-        let fd = dir.fd().op_path(OP, &current.path)?;
-        let child_path = current.path.join(name);
+        let dir = stack.last().and_then(|f| f.dir.as_ref()).expect("open");
+        let fd = dir.fd().map_err(|e| Error::os(OP, e).with_path(path_of(path, &stack, None)))?;
         let mut is_dir = entry.file_type() == FileType::Directory;
         if entry.file_type() == FileType::Unknown {
             let st = rustix::fs::statx(fd, name, AtFlags::SYMLINK_NOFOLLOW, rustix::fs::StatxFlags::TYPE)
-                .op_path(OP, &child_path)?;
+                .map_err(|e| Error::os(OP, e).with_path(path_of(path, &stack, Some(name))))?;
             is_dir = FileType::from_raw_mode(u32::from(st.stx_mode)) == FileType::Directory;
         }
         if !is_dir {
@@ -204,12 +254,16 @@ fn remove_contents(top: OwnedFd, path: &Path, stats: &mut RemoveStats) -> Result
                 }
                 // Replaced by a directory since it was listed: handle it as one.
                 Err(Errno::ISDIR) => {}
-                Err(Errno::BUSY) => return Err(boundary(child_path)),
-                Err(e) => return Err(Error::os(OP, e).with_path(&child_path)),
+                Err(Errno::BUSY) => return Err(boundary(path_of(path, &stack, Some(name)))),
+                Err(e) => return Err(Error::os(OP, e).with_path(path_of(path, &stack, Some(name)))),
             }
         }
-        let sub = open_subdir(fd, name, &child_path)?;
-        let child = frame(sub, child_path, Some(name.into()))?;
+        let sub = match open_subdir(fd, name, Path::new("")) {
+            Ok(sub) => sub,
+            Err(e) => return Err(e.with_path(path_of(path, &stack, Some(name)))),
+        };
+        let child =
+            frame(sub, Some(name.into())).map_err(|e| Error::os(OP, e).with_path(path_of(path, &stack, Some(name))))?;
         stack.push(child);
         if stack.len() > OPEN_FRAMES {
             let idx = stack.len() - 1 - OPEN_FRAMES;

@@ -199,7 +199,8 @@ fn the_recorded_digest_is_what_a_read_back_sees() {
 
         let disk = Ext4::create(&scratch.join("ext4.img"), &scratch.join("ext4"), 32, "");
         let mut t = Tar::new();
-        for (name, time) in [("far-future", "100000000000.5"), ("far-past", "-100000000000"), ("ns", "1700000000.123456789")]
+        for (name, time) in
+            [("far-future", "100000000000.5"), ("far-past", "-100000000000"), ("ns", "1700000000.123456789")]
         {
             t.add_with(
                 &E::File(Box::leak(name.to_string().into_boxed_str()), "t"),

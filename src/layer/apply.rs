@@ -11,11 +11,11 @@ use rustix::io::Errno;
 
 use super::extract::Extractor;
 use super::options::{ApplyOptions, SyncMode};
-use super::record::{AppliedLayer, valid_digest, write_marker};
+use super::record::{AppliedLayer, marker_path, prepare_marker, reserved_name, valid_digest};
 use super::{digest, layer_error, open_dir_path, split, stream};
 use crate::error::{Error, ErrorKind, LayerProblem, Result};
 #[cfg(doc)]
-use crate::layer::{ApplyStats, WhiteoutMode, marker_path, recover, verify};
+use crate::layer::{ApplyStats, WhiteoutMode, recover, verify};
 
 const OP: &str = "apply layer";
 
@@ -38,8 +38,15 @@ impl Drop for Staging {
 ///
 /// No mount is used. The layer is written into a sibling staging directory `.<name>.partial-<pid>-<n>`; the diff_id
 /// (sha256 of the uncompressed stream) is computed on the way and compared with [`ApplyOptions::expected_diff_id`];
-/// the data is synced ([`SyncMode`]); the staging directory is renamed to `dest`; the commit marker
-/// ([`marker_path`]) is written last and the parent directory synced. A layer without its marker is not committed.
+/// the data is synced ([`SyncMode`]); the commit marker ([`marker_path`]) is written and synced under a temporary
+/// name; the staging directory is renamed to `dest`; the marker is renamed into place last and the parent directory
+/// synced. A layer without its marker is not committed. If the marker cannot be written (no space, no inodes),
+/// nothing is published; if it cannot be put in place, the layer is unpublished again.
+///
+/// `dest` must not exist, nor its marker (a marker left from an earlier layer of that name is refused: run
+/// [`recover`], which removes markers whose layer is gone). Names [`recover`] takes for its own are refused
+/// ([`ErrorKind::InvalidInput`]): `.<x>.partial-<y>`, `*.commit`, `*.commit.tmp`, and so is a path ending in `.` or
+/// `..`.
 ///
 /// Choices on hostile input (each tested):
 /// * a name with a `..` component, or a hardlink target with one: refused ([`ErrorKind::Breakout`]);
@@ -72,11 +79,29 @@ pub fn apply(reader: impl Read + Send, dest: impl AsRef<Path>, opts: &ApplyOptio
     {
         return Err(Error::new(ErrorKind::InvalidInput, OP).with_detail(format!("\"{d}\" is not sha256:<64 hex>")));
     }
+    if reserved_name(&name) {
+        return Err(Error::new(ErrorKind::InvalidInput, OP)
+            .with_path(dest)
+            .with_detail("the name is of the kind recover removes (staging directories, markers)"));
+    }
     let parent_fd = open_dir_path(&parent, OP)?;
     match rustix::fs::statx(&parent_fd, &name, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::TYPE) {
         Err(Errno::NOENT) => {}
         Ok(_) => return Err(layer_error(LayerProblem::DestinationExists, OP, dest)),
         Err(e) => return Err(Error::os(OP, e).with_path(dest)),
+    }
+    // A marker left from an earlier layer of this name would make the new directory look committed the moment it
+    // is renamed into place.
+    let marker = marker_path(dest);
+    match rustix::fs::statx(&parent_fd, marker_path(&name), AtFlags::SYMLINK_NOFOLLOW, StatxFlags::TYPE) {
+        Err(Errno::NOENT) => {}
+        Ok(_) => {
+            return Err(layer_error(LayerProblem::DestinationExists, OP, dest).with_detail(format!(
+                "its commit marker {} is still there (recover removes a marker whose layer is gone)",
+                marker.display()
+            )));
+        }
+        Err(e) => return Err(Error::os(OP, e).with_path(marker)),
     }
     let lowers = opts.parents.iter().map(|p| open_dir_path(p, OP)).collect::<Result<Vec<_>>>()?;
 
@@ -160,13 +185,6 @@ pub fn apply(reader: impl Read + Send, dest: impl AsRef<Path>, opts: &ApplyOptio
         None => digest::content_digest(root_fd.as_fd(), &staging.path, Some(&crcs))?,
     };
 
-    rustix::fs::renameat_with(&parent_fd, staging_name.as_str(), &parent_fd, &name, RenameFlags::NOREPLACE).map_err(
-        |e| match e {
-            Errno::EXIST => layer_error(LayerProblem::DestinationExists, OP, dest),
-            e => Error::os(OP, e).with_path(dest),
-        },
-    )?;
-    staging.armed = false;
     let layer = AppliedLayer {
         diff_id,
         content_digest,
@@ -176,6 +194,21 @@ pub fn apply(reader: impl Read + Send, dest: impl AsRef<Path>, opts: &ApplyOptio
         whiteouts: Some(opts.whiteouts),
         opaque_dirs: Some(opaque),
     };
-    write_marker(&parent_fd, &parent, &name, &layer, opts.sync != SyncMode::None)?;
+    // The marker is written (under a temporary name) before the layer is published, so running out of space or
+    // inodes leaves nothing published; if putting it in place fails, the layer goes back to staging and is removed.
+    let marker = prepare_marker(&parent_fd, &parent, &name, &layer, opts.sync != SyncMode::None)?;
+    rustix::fs::renameat_with(&parent_fd, staging_name.as_str(), &parent_fd, &name, RenameFlags::NOREPLACE).map_err(
+        |e| match e {
+            Errno::EXIST => layer_error(LayerProblem::DestinationExists, OP, dest),
+            e => Error::os(OP, e).with_path(dest),
+        },
+    )?;
+    staging.armed = false;
+    if let Err(e) = marker.publish() {
+        if rustix::fs::renameat(&parent_fd, &name, &parent_fd, staging_name.as_str()).is_ok() {
+            staging.armed = true;
+        }
+        return Err(e);
+    }
     Ok(layer)
 }

@@ -397,7 +397,9 @@ impl<'a> Extractor<'a> {
         match rustix::fs::unlinkat(&*fd, name, AtFlags::empty()) {
             Ok(()) | Err(Errno::NOENT) => {}
             Err(Errno::ISDIR) => {
-                crate::remove::remove_all(self.full(&rel))?;
+                // No mount-table read per replaced directory: nothing is mounted in a staging directory we made,
+                // and the per-step checks would stop at a mount anyway.
+                crate::remove::remove_at(&fd, name, &self.full(&rel), false)?;
                 self.dirs.retain(|d| !d.starts_with(&rel));
                 self.dir_meta.retain(|d, _| !d.starts_with(&rel));
                 self.opaque.retain(|d| !d.starts_with(&rel));
@@ -1039,19 +1041,23 @@ fn corrupt(e: &std::io::Error, rel: &Path) -> Error {
     Error::io(OP, e).with_path(rel).with_kind(ErrorKind::InvalidLayer(LayerProblem::Corrupt))
 }
 
-/// A PAX time: decimal seconds with an optional fraction.
+/// A PAX time: decimal seconds with an optional fraction, as (seconds, nanoseconds) with the nanoseconds counted up
+/// from the whole second below, so `-1.5` is (-2, 500000000).
 fn parse_pax_time(v: &[u8]) -> Option<(i64, u32)> {
     let s = std::str::from_utf8(v).ok()?;
     let (sec, frac) = s.split_once('.').unwrap_or((s, ""));
+    let negative = sec.starts_with('-');
     let sec: i64 = sec.parse().ok()?;
     let mut ns = 0u32;
-    for (i, d) in frac.bytes().take(9).enumerate() {
+    for (i, d) in frac.bytes().enumerate() {
         if !d.is_ascii_digit() {
             return None;
         }
-        ns += u32::from(d - b'0') * 10u32.pow(8 - i as u32);
+        if i < 9 {
+            ns += u32::from(d - b'0') * 10u32.pow(8 - i as u32);
+        }
     }
-    Some((sec, ns))
+    if negative && ns > 0 { Some((sec.checked_sub(1)?, 1_000_000_000 - ns)) } else { Some((sec, ns)) }
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 //!
 //! No mount is used to unpack. [`apply`] writes into a sibling staging directory `.<name>.partial-<pid>-<n>`,
 //! computes the diff_id (sha256 of the uncompressed tar stream) on the way, compares it with the expected digest,
-//! syncs, renames the staging directory to `<name>` (which must not exist before) and writes the commit marker
-//! `<name>.commit` last, then syncs the parent directory. A layer without its marker is not committed, whatever its
+//! syncs, writes the commit marker under a temporary name, renames the staging directory to `<name>` (which must
+//! not exist before, nor its marker) and renames the marker to `<name>.commit` last, then syncs the parent directory. A layer without its marker is not committed, whatever its
 //! directory holds.
 
 mod apply;
@@ -35,8 +35,10 @@ pub(crate) fn layer_error(problem: LayerProblem, operation: &'static str, path: 
 }
 
 pub(crate) fn split(dest: &Path, operation: &'static str) -> Result<(PathBuf, std::ffi::OsString)> {
-    let name = dest.file_name().ok_or_else(|| {
-        Error::new(ErrorKind::InvalidInput, operation).with_path(dest).with_detail("path must end in a name")
+    let name = crate::remove::final_name(dest).ok_or_else(|| {
+        Error::new(ErrorKind::InvalidInput, operation)
+            .with_path(dest)
+            .with_detail("path must end in a name (not /, . or ..)")
     })?;
     let parent = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

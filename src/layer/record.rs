@@ -188,40 +188,109 @@ fn marker_text(layer: &AppliedLayer) -> String {
     text
 }
 
-/// Write `<name>.commit` through a temporary file and a rename, then make both durable.
-pub(super) fn write_marker(
-    parent_fd: &OwnedFd,
-    parent: &Path,
+/// True for names [`recover`](super::recover) takes for its own: staging directories (`.<name>.partial-*`),
+/// temporary markers (`.*.commit.tmp`) and markers (`*.commit`). A layer may not be given such a name.
+pub(super) fn reserved_name(name: &std::ffi::OsStr) -> bool {
+    let b = name.as_encoded_bytes();
+    let hidden = b.first() == Some(&b'.');
+    (hidden && b.windows(9).any(|w| w == b".partial-")) || b.ends_with(b".commit") || b.ends_with(b".commit.tmp")
+}
+
+/// True for the staging directory names `apply` makes: `.<name>.partial-<pid>-<n>`.
+pub(super) fn staging_name(name: &std::ffi::OsStr) -> bool {
+    let b = name.as_encoded_bytes();
+    let Some(at) = b.windows(9).rposition(|w| w == b".partial-") else { return false };
+    let Some((pid, n)) = std::str::from_utf8(&b[at + 9..]).ok().and_then(|t| t.split_once('-')) else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    b.first() == Some(&b'.') && at > 1 && digits(pid) && digits(n)
+}
+
+/// A commit marker written under a temporary name and synced, waiting to be renamed into place; removed if dropped
+/// before [`publish`](PendingMarker::publish).
+pub(super) struct PendingMarker<'a> {
+    parent_fd: &'a OwnedFd,
+    parent: &'a Path,
+    tmp_name: std::ffi::OsString,
+    final_name: std::ffi::OsString,
+    durable: bool,
+    published: bool,
+}
+
+/// Write `<name>.commit`'s content to a temporary file `.<name>.<pid>-<n>.commit.tmp` (made new, synced if
+/// `durable`). Everything that can run out of space or inodes happens here, before the layer is published.
+pub(super) fn prepare_marker<'a>(
+    parent_fd: &'a OwnedFd,
+    parent: &'a Path,
     name: &std::ffi::OsStr,
     layer: &AppliedLayer,
     durable: bool,
-) -> Result<()> {
+) -> Result<PendingMarker<'a>> {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let final_name = marker_path(Path::new(name)).into_os_string();
     let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(&final_name);
-    tmp_name.push(".tmp");
-    let err = |e: Errno| Error::os("commit layer", e).with_path(parent.join(&final_name));
+    tmp_name.push(name);
+    tmp_name.push(format!(
+        ".{}-{}.commit.tmp",
+        rustix::process::getpid().as_raw_nonzero(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let fd = rustix::fs::openat(
         parent_fd,
         &tmp_name,
-        OFlags::CREATE | OFlags::TRUNC | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
         Mode::from_raw_mode(0o644),
     )
-    .map_err(err)?;
+    .map_err(|e| Error::os("commit layer", e).with_path(parent.join(&tmp_name)))?;
+    let pending = PendingMarker { parent_fd, parent, tmp_name, final_name, durable, published: false };
     let mut f = std::fs::File::from(fd);
     f.write_all(marker_text(layer).as_bytes())
-        .map_err(|e| Error::io("commit layer", &e).with_path(parent.join(&tmp_name)))?;
+        .map_err(|e| Error::io("commit layer", &e).with_path(parent.join(&pending.tmp_name)))?;
     if durable {
-        rustix::fs::fsync(&f).map_err(err)?;
+        rustix::fs::fsync(&f).map_err(|e| Error::os("commit layer", e).with_path(parent.join(&pending.tmp_name)))?;
     }
-    rustix::fs::renameat(parent_fd, &tmp_name, parent_fd, &final_name).map_err(err)?;
-    if durable {
-        let dir =
-            rustix::fs::openat(parent_fd, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                .map_err(err)?;
-        rustix::fs::fsync(&dir).map_err(err)?;
+    Ok(pending)
+}
+
+impl PendingMarker<'_> {
+    /// Rename the marker into place (never over an existing one) and sync the parent directory. On error the marker
+    /// is not in place.
+    pub(super) fn publish(mut self) -> Result<()> {
+        let path = self.parent.join(&self.final_name);
+        let err = |e: Errno| Error::os("commit layer", e).with_path(&path);
+        rustix::fs::renameat_with(
+            self.parent_fd,
+            &self.tmp_name,
+            self.parent_fd,
+            &self.final_name,
+            rustix::fs::RenameFlags::NOREPLACE,
+        )
+        .map_err(err)?;
+        self.published = true;
+        if self.durable {
+            let synced = rustix::fs::openat(
+                self.parent_fd,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .and_then(|dir| rustix::fs::fsync(&dir));
+            if let Err(e) = synced {
+                let _ = rustix::fs::unlinkat(self.parent_fd, &self.final_name, rustix::fs::AtFlags::empty());
+                return Err(err(e));
+            }
+        }
+        Ok(())
     }
-    Ok(())
+}
+
+impl Drop for PendingMarker<'_> {
+    fn drop(&mut self) {
+        if !self.published {
+            let _ = rustix::fs::unlinkat(self.parent_fd, &self.tmp_name, rustix::fs::AtFlags::empty());
+        }
+    }
 }
 
 /// Read and check the commit marker of `dir`.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags};
 
-use super::record::{AppliedLayer, read_marker};
+use super::record::{AppliedLayer, read_marker, staging_name};
 use super::{digest, layer_error};
 use crate::error::{Error, ErrorKind, LayerProblem, Result};
 
@@ -44,9 +44,9 @@ pub struct RecoverReport {
     pub committed: Vec<PathBuf>,
 }
 
-/// Clean up a layer store after a crash: remove staging directories (`.<name>.partial-*`, with the mount-safe
-/// [`remove_all`](crate::remove_all)), temporary markers and markers whose layer is gone; report layer directories
-/// without a valid marker. Committed layers are not touched.
+/// Clean up a layer store after a crash: remove staging directories (`.<name>.partial-<pid>-<n>` without a commit
+/// marker of their own, with the mount-safe [`remove_all`](crate::remove_all)), temporary markers and markers whose
+/// layer is gone; report layer directories without a valid marker. Committed layers are not touched.
 ///
 /// ```no_run
 /// let report = layermount::recover("/var/lib/layers")?;
@@ -68,7 +68,8 @@ pub fn recover(store: impl AsRef<Path>) -> Result<RecoverReport> {
         let path = store.join(&name);
         let text = name.to_string_lossy();
         let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
-        if text.starts_with('.') && text.contains(".partial-") && meta.is_dir() {
+        let has_marker = || std::fs::symlink_metadata(super::record::marker_path(&path)).is_ok_and(|m| m.is_file());
+        if staging_name(&name) && meta.is_dir() && !has_marker() {
             crate::remove::remove_all(&path)?;
             report.removed.push(path);
         } else if text.starts_with('.') && text.ends_with(".commit.tmp") && !meta.is_dir() {
