@@ -12,7 +12,7 @@ use rustix::io::Errno;
 use super::extract::Extractor;
 use super::options::{ApplyOptions, SyncMode};
 use super::record::{AppliedLayer, marker_path, prepare_marker, reserved_name, valid_digest};
-use super::{digest, layer_error, open_dir_path, split, stream};
+use super::{digest, layer_error, limits, open_dir_path, split, stream};
 use crate::error::{Error, ErrorKind, LayerProblem, Result};
 #[cfg(doc)]
 use crate::layer::{ApplyStats, WhiteoutMode, recover, verify};
@@ -127,15 +127,17 @@ pub fn apply(reader: impl Read + Send, dest: impl AsRef<Path>, opts: &ApplyOptio
     )
     .map_err(|e| Error::os(OP, e).with_path(&staging.path))?;
 
-    let corrupt =
-        |e: std::io::Error| Error::io(OP, &e).with_path(dest).with_kind(ErrorKind::InvalidLayer(LayerProblem::Corrupt));
+    let corrupt = |e: std::io::Error| match limits::TooLarge::of(&e) {
+        Some(too_large) => layer_error(LayerProblem::MetadataTooLarge, OP, dest).with_detail(too_large.to_string()),
+        None => Error::io(OP, &e).with_path(dest).with_kind(ErrorKind::InvalidLayer(LayerProblem::Corrupt)),
+    };
     let (summary, crcs, (stats, opaque), predicted) = std::thread::scope(|s| -> Result<_> {
         let ((tx, recycled), mut chunks) = stream::channel();
         let pump = s.spawn(move || stream::pump(reader, tx, recycled));
         let extracted = (|| -> Result<_> {
             let root_dup = root.try_clone().map_err(|e| Error::io(OP, &e))?;
             let mut ex = Extractor::new(opts, root_dup, staging.path.clone(), lowers);
-            let mut archive = tar::Archive::new(&mut chunks);
+            let mut archive = tar::Archive::new(limits::Guard::new(&mut chunks));
             for entry in archive.entries().map_err(corrupt)? {
                 let mut entry = entry.map_err(corrupt)?;
                 ex.entry(&mut entry)?;

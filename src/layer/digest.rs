@@ -42,18 +42,61 @@ fn open_dir(parent: BorrowedFd<'_>, name: &OsStr, path: &Path) -> Result<OwnedFd
     .map_err(|e| Error::os(OP, e).with_path(path))
 }
 
+/// The CRC-32 state of `n` zero bytes, made by doubling (about 2 log2(n) combines): holes of sparse files are summed
+/// without being read or written.
+pub(crate) fn zeros(mut n: u64) -> crc32fast::Hasher {
+    let mut out = crc32fast::Hasher::new();
+    let mut run = crc32fast::Hasher::new();
+    run.update(&[0]);
+    while n > 0 {
+        if n & 1 == 1 {
+            out.combine(&run);
+        }
+        n >>= 1;
+        if n > 0 {
+            let copy = run.clone();
+            run.combine(&copy);
+        }
+    }
+    out
+}
+
+/// CRC-32 of a file's data. Holes (`SEEK_HOLE`) are summed as zeros without reading them, so a sparse file of any
+/// size costs what its data costs.
 fn crc_of_file(dir: BorrowedFd<'_>, name: &OsStr, path: &Path) -> Result<u32> {
+    use rustix::fs::SeekFrom;
+    let err = |e: rustix::io::Errno| Error::os(OP, e).with_path(path);
     let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| Error::os(OP, e).with_path(path))?;
+        .map_err(err)?;
+    let size = rustix::fs::fstat(&fd).map_err(err)?.st_size as u64;
     let mut file = std::fs::File::from(fd);
     let mut crc = crc32fast::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| Error::io(OP, &e).with_path(path))?;
-        if n == 0 {
-            break;
+    let mut pos = 0u64;
+    while pos < size {
+        // No SEEK_DATA here (EINVAL and the like): everything is data.
+        let data = match rustix::fs::seek(&file, SeekFrom::Data(pos)) {
+            Ok(d) => d.min(size),
+            Err(rustix::io::Errno::NXIO) => size,
+            Err(_) => pos,
+        };
+        if data > pos {
+            crc.combine(&zeros(data - pos));
+            pos = data;
+            continue;
         }
-        crc.update(&buf[..n]);
+        let end = rustix::fs::seek(&file, SeekFrom::Hole(pos)).map_or(size, |h| h.clamp(pos + 1, size));
+        rustix::fs::seek(&file, SeekFrom::Start(pos)).map_err(err)?;
+        while pos < end {
+            let want = buf.len().min((end - pos) as usize);
+            let n = file.read(&mut buf[..want]).map_err(|e| Error::io(OP, &e).with_path(path))?;
+            if n == 0 {
+                // Truncated meanwhile: the size recorded by the caller's statx will not match either.
+                return Ok(crc.finalize());
+            }
+            crc.update(&buf[..n]);
+            pos += n as u64;
+        }
     }
     Ok(crc.finalize())
 }
@@ -266,4 +309,21 @@ pub(crate) fn digest_of(root_record: &[u8], mut records: Vec<(Vec<u8>, Vec<u8>)>
     }
     let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    /// The CRC of a run of zeros made by doubling is the CRC of the zeros, after any prefix.
+    #[test]
+    fn zero_runs_sum_like_zeros() {
+        for n in [0u64, 1, 2, 3, 511, 4103, 1 << 20] {
+            let mut want = crc32fast::Hasher::new();
+            want.update(b"prefix");
+            want.update(&vec![0u8; n as usize]);
+            let mut got = crc32fast::Hasher::new();
+            got.update(b"prefix");
+            got.combine(&super::zeros(n));
+            assert_eq!(got.finalize(), want.finalize(), "{n}");
+        }
+    }
 }

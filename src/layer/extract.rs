@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
@@ -30,6 +30,9 @@ const OP: &str = "apply layer";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const MAX_SYMLINK_HOPS: u32 = 40;
+/// Compared against (as bytes, with `memcmp`) to find the zero runs of sparse files; as long as the read buffer.
+static ZEROS: [u8; BUF_LEN] = [0; BUF_LEN];
+const BUF_LEN: usize = 256 * 1024;
 
 fn layer_error(problem: LayerProblem, path: impl AsRef<Path>) -> Error {
     Error::new(ErrorKind::InvalidLayer(problem), OP).with_path(path)
@@ -123,6 +126,9 @@ pub(crate) struct Extractor<'a> {
     /// staging directory inherited something (a default ACL) that makes prediction unsafe: then `None`, and the
     /// digest is computed by walking the tree.
     pub records: Option<HashMap<PathBuf, Vec<u8>>>,
+    /// A directory of this layer has a default ACL: nodes made beneath it may carry an access ACL nobody set, so
+    /// their xattrs are read back whether or not the archive gave any.
+    inherits: bool,
     pub root_record: Vec<u8>,
 }
 
@@ -224,10 +230,11 @@ impl<'a> Extractor<'a> {
             euid: rustix::process::geteuid().as_raw(),
             egid: rustix::process::getegid().as_raw(),
             umask: current_umask(),
-            buf: vec![0u8; 256 * 1024],
+            buf: vec![0u8; BUF_LEN],
             crcs: CrcCache::new(),
             stats: ApplyStats::default(),
             records: None,
+            inherits: false,
             root_record: Vec::new(),
         };
         if predict {
@@ -250,10 +257,33 @@ impl<'a> Extractor<'a> {
         set: &[(Vec<u8>, Vec<u8>)],
         rel: &Path,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        if set.is_empty() || self.records.is_none() {
+        if self.records.is_none() || (set.is_empty() && !self.inherits) {
             return Ok(Vec::new());
         }
         xattr::list(dir, name).map_err(|e| os(e, &self.full(rel)))
+    }
+
+    /// `facts` with the mode, owner and mtime the filesystem kept for the node just made (`name` in `dir`, or `dir`
+    /// itself when `name` is empty) rather than those asked for: a default ACL changes modes, a filesystem clamps
+    /// times outside its range or drops nanoseconds. One `statx`, and only while records are kept.
+    fn kept<'f>(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        rel: &Path,
+        mut facts: digest::Facts<'f>,
+    ) -> Result<digest::Facts<'f>> {
+        if self.records.is_none() {
+            return Ok(facts);
+        }
+        let flags = if name.is_empty() { AtFlags::EMPTY_PATH } else { AtFlags::SYMLINK_NOFOLLOW };
+        let want = StatxFlags::TYPE | StatxFlags::MODE | StatxFlags::UID | StatxFlags::GID | StatxFlags::MTIME;
+        let st = rustix::fs::statx(dir, name, flags, want).map_err(|e| os(e, &self.full(rel)))?;
+        facts.mode = u32::from(st.stx_mode);
+        facts.uid = st.stx_uid;
+        facts.gid = st.stx_gid;
+        facts.mtime = (st.stx_mtime.tv_sec, st.stx_mtime.tv_nsec);
+        Ok(facts)
     }
 
     fn full(&self, rel: &Path) -> PathBuf {
@@ -437,6 +467,7 @@ impl<'a> Extractor<'a> {
         for (k, v) in &meta.xattrs {
             let set = xattr::set_at(fd.as_fd(), name, k, v);
             self.xattr_set(set, &rel)?;
+            self.inherits |= k == b"system.posix_acl_default";
         }
         if times {
             rustix::fs::utimensat(&*fd, name, &meta.timestamps(), AtFlags::SYMLINK_NOFOLLOW)
@@ -603,13 +634,16 @@ impl<'a> Extractor<'a> {
             .map_err(|e| os(e, &self.full(&rel)).with_detail("make whiteout"))?;
         let node_meta = Meta { xattrs: Vec::new(), ..meta.clone() };
         self.finish_node(parent, name, &node_meta, true, false)?;
+        let xattrs = self.xattrs_of(fd.as_fd(), name, &[], &rel)?;
         let facts = digest::Facts {
             mode: FileType::CharacterDevice.as_raw_mode(),
             uid: meta.uid,
             gid: meta.gid,
             mtime: meta.mtime,
+            xattrs: &xattrs,
             ..Default::default()
         };
+        let facts = self.kept(fd.as_fd(), name, &rel, facts)?;
         self.record(rel.clone(), &facts);
         self.whiteouts.insert(rel);
         self.stats.whiteouts += 1;
@@ -651,7 +685,8 @@ impl<'a> Extractor<'a> {
                 self.stats.dirs += 1;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                self.file(&parent, leaf, &meta, entry)?;
+                let sparse = kind == tar::EntryType::GNUSparse;
+                self.file(&parent, leaf, &meta, entry, sparse)?;
             }
             tar::EntryType::Symlink => {
                 let target = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
@@ -676,6 +711,7 @@ impl<'a> Extractor<'a> {
                     xattrs: &xattrs,
                     ..Default::default()
                 };
+                let facts = self.kept(fd.as_fd(), leaf, &parent.join(leaf), facts)?;
                 self.record(parent.join(leaf), &facts);
                 self.stats.symlinks += 1;
             }
@@ -741,7 +777,9 @@ impl<'a> Extractor<'a> {
         Ok(Meta { mode, uid, gid, mtime, atime, xattrs })
     }
 
-    fn file<R: Read>(&mut self, parent: &Path, name: &OsStr, meta: &Meta, data: &mut R) -> Result<()> {
+    /// A regular file. A GNU sparse entry (`sparse`) keeps its holes: the archive reader yields zeros for them, and
+    /// an all-zero chunk is skipped over (its CRC summed without reading), never written.
+    fn file<R: Read>(&mut self, parent: &Path, name: &OsStr, meta: &Meta, data: &mut R, sparse: bool) -> Result<()> {
         let rel = parent.join(name);
         let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         // Created with its final permission bits (a new file's fd is writable whatever they say); a chmod is needed
@@ -769,10 +807,20 @@ impl<'a> Extractor<'a> {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(corrupt(&e, &rel)),
             };
-            crc.update(&self.buf[..n]);
             written += n as u64;
+            if sparse && self.buf[..n] == ZEROS[..n] {
+                crc.combine(&digest::zeros(n as u64));
+                file.seek(std::io::SeekFrom::Current(n as i64))
+                    .map_err(|e| Error::io(OP, &e).with_path(self.full(&rel)))?;
+                continue;
+            }
+            crc.update(&self.buf[..n]);
             file.write_all(&self.buf[..n]).map_err(|e| Error::io(OP, &e).with_path(self.full(&rel)))?;
             self.stats.bytes += n as u64;
+        }
+        if sparse {
+            // A trailing hole: the size is set, nothing written.
+            file.set_len(written).map_err(|e| Error::io(OP, &e).with_path(self.full(&rel)))?;
         }
         if chown {
             let (u, g) = (rustix::fs::Uid::from_raw(meta.uid), rustix::fs::Gid::from_raw(meta.gid));
@@ -802,6 +850,7 @@ impl<'a> Extractor<'a> {
             xattrs: &xattrs,
             ..Default::default()
         };
+        let facts = self.kept(file.as_fd(), OsStr::new(""), &rel, facts)?;
         self.record(rel.clone(), &facts);
         self.crcs.insert(rel, crc);
         self.stats.files += 1;
@@ -906,6 +955,7 @@ impl<'a> Extractor<'a> {
             xattrs: &xattrs,
             ..Default::default()
         };
+        let facts = self.kept(fd.as_fd(), name, &rel, facts)?;
         self.record(rel, &facts);
         if ft == FileType::Fifo {
             self.stats.fifos += 1;

@@ -11,6 +11,7 @@ mod apply;
 mod audit;
 mod digest;
 mod extract;
+mod limits;
 mod options;
 mod record;
 mod recover;
