@@ -135,6 +135,10 @@ pub enum OverlayProblem {
     /// the mount table: the kernel would mount it with only a warning ("in-use as upperdir/workdir of another mount,
     /// accessing files from both mounts will result in undefined behavior"). Checked before mounting.
     InUse,
+    /// An [`ImageStack`](crate::ImageStack) cannot be made of these layers: one lives on an overlay (or another
+    /// stacking filesystem), and a container overlay on the stack would be three filesystems deep, which the kernel
+    /// refuses. Compose flat instead ([`StackCache::compose`](crate::StackCache::compose) does).
+    StackTooDeep,
 }
 
 impl fmt::Display for OverlayProblem {
@@ -152,6 +156,7 @@ impl fmt::Display for OverlayProblem {
             Self::UpperNotMapped => "the upper's idmap does not map the mounter",
             Self::UpperOwner => "the upper belongs to someone other than the container's root",
             Self::InUse => "a directory is in use as the upper or work directory of another overlay",
+            Self::StackTooDeep => "the layers live on an overlay: a stack of them would be too deep",
         })
     }
 }

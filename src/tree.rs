@@ -179,6 +179,15 @@ impl DetachedTree {
         Ok(Self::from_owned(fd, Origin::Clone, recursive))
     }
 
+    /// Clone `path` with every mount beneath it, but keep attribute changes (the idmap included) to the top mount.
+    /// The submounts are there only as fences: a lookup with `RESOLVE_NO_XDEV` that would cross into one fails
+    /// (see [`open_beneath`](Self::open_beneath)) instead of silently showing the directory underneath.
+    pub(crate) fn clone_fenced(path: &Path) -> Result<Self> {
+        let mut tree = Self::clone_at(CWD, path, true)?;
+        tree.recursive = false;
+        Ok(tree)
+    }
+
     /// Adopt a mount fd the caller made (e.g. with its own `open_tree` or `fsmount`). Whether it is really
     /// detached is checked when it is idmapped or attached.
     ///
@@ -340,23 +349,29 @@ impl DetachedTree {
         Ok(MountTable::current()?.by_id(id).is_some())
     }
 
+    /// `openat2` of the directory `rel` beneath the tree's root, never crossing a mount, leaving the tree (`..`, an
+    /// absolute symlink) or following a magic link: the raw errno (`EXDEV` for a crossing), for callers that fall
+    /// back on it.
+    pub(crate) fn open_beneath(&self, rel: &Path, oflags: OFlags) -> rustix::io::Result<OwnedFd> {
+        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_XDEV | ResolveFlags::NO_MAGICLINKS;
+        rustix::fs::openat2(&self.fd, rel, oflags | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), resolve)
+    }
+
     fn open_inside(&self, path: &Path, oflags: OFlags) -> Result<OwnedFd> {
         if path.is_absolute() {
             return Err(Error::new(ErrorKind::InvalidInput, "open directory in tree")
                 .with_path(path)
                 .with_detail("path must be relative to the tree"));
         }
-        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_XDEV | ResolveFlags::NO_MAGICLINKS;
         let target = if path.as_os_str().is_empty() { Path::new(".") } else { path };
-        rustix::fs::openat2(&self.fd, target, oflags | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), resolve)
-            .map_err(|e| {
-                let err = Error::os("open directory in tree", e).with_path(path);
-                match e {
-                    Errno::NOTDIR => err.with_detail("not a directory"),
-                    Errno::XDEV => err.with_detail("path leaves the tree or crosses a mount"),
-                    _ => err,
-                }
-            })
+        self.open_beneath(target, oflags).map_err(|e| {
+            let err = Error::os("open directory in tree", e).with_path(path);
+            match e {
+                Errno::NOTDIR => err.with_detail("not a directory"),
+                Errno::XDEV => err.with_detail("path leaves the tree or crosses a mount"),
+                _ => err,
+            }
+        })
     }
 
     /// Open the directory `path` (relative, resolved beneath the tree's root, never crossing a mount or a magic

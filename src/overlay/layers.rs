@@ -118,10 +118,7 @@ pub(crate) fn resolve_path(
     lexical: Option<PathBuf>,
     anchor: Option<&Anchor>,
 ) -> Result<Resolved> {
-    let open_err = |e: Errno| match e {
-        Errno::NOTDIR => overlay_error(OverlayProblem::NotADirectory, path),
-        _ => Error::os("compose overlay: open", e).with_path(path).with_detail(role.name()),
-    };
+    let open_err = |e: Errno| open_error(role, path, e);
     let rel = lexical.as_deref().and_then(|abs| anchor.and_then(|a| Some((a, abs.strip_prefix(&a.path).ok()?))));
     let st = match rel {
         Some((a, rel)) if rel.as_os_str().is_empty() => rustix::fs::statx(&a.fd, "", AtFlags::EMPTY_PATH, STATX_WANT),
@@ -176,21 +173,32 @@ impl Resolved {
     }
 }
 
-/// The checks the kernel would make, made first so the caller gets a precise error and nothing is mounted.
-pub(crate) fn validate(all: &[Resolved], has_upper: bool) -> Result<()> {
-    let lowers = all.iter().filter(|r| r.role == Role::Lower).count();
-    let layers = all.iter().filter(|r| r.role.is_layer()).count();
+/// The kernel's rules on how many layers an overlay has (no syscall needed). `first_lower` names the only lower
+/// layer in the error for a read-only overlay of one layer.
+pub(crate) fn check_counts(lowers: usize, data: usize, has_upper: bool, first_lower: &Path) -> Result<()> {
     if lowers == 0 {
         return Err(Error::new(ErrorKind::InvalidOverlay(OverlayProblem::NoLowerLayer), "compose overlay"));
     }
     if lowers == 1 && !has_upper {
-        let only = all.iter().find(|r| r.role == Role::Lower).expect("one lower");
-        return Err(overlay_error(OverlayProblem::SingleLowerWithoutUpper, &only.given));
+        return Err(overlay_error(OverlayProblem::SingleLowerWithoutUpper, first_lower));
     }
-    if layers > MAX_LAYERS {
+    if lowers + data > MAX_LAYERS {
         return Err(Error::new(ErrorKind::InvalidOverlay(OverlayProblem::TooManyLayers), "compose overlay")
-            .with_detail(format!("{layers} layers; the kernel stacks at most {MAX_LAYERS}")));
+            .with_detail(format!("{} layers; the kernel stacks at most {MAX_LAYERS}", lowers + data)));
     }
+    Ok(())
+}
+
+/// The error for a directory of the overlay that cannot be opened.
+pub(crate) fn open_error(role: Role, path: &Path, e: Errno) -> Error {
+    match e {
+        Errno::NOTDIR => overlay_error(OverlayProblem::NotADirectory, path),
+        _ => Error::os("compose overlay: open", e).with_path(path).with_detail(role.name()),
+    }
+}
+
+/// The checks the kernel would make, made first so the caller gets a precise error and nothing is mounted.
+pub(crate) fn validate(all: &[Resolved]) -> Result<()> {
     let mut seen: HashMap<((u32, u32), u64), &Resolved> = HashMap::with_capacity(all.len());
     for r in all {
         if let Some(first) = seen.insert((r.dev, r.ino), r) {

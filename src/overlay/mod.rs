@@ -24,19 +24,21 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::OFlags;
+use rustix::fs::{CWD, Mode, OFlags};
 use rustix::io::Errno;
 use rustix::mount::MountAttrFlags;
 
 pub use layers::MAX_LAYERS;
 use layers::{Resolved, Role};
 pub use staging::{DEFAULT_STAGING_DIR, STAGING_DIR_ENV, StaleCleanup, cleanup_stale};
-use staging::{Staging, open_beneath, with_own_cwd};
+pub(crate) use staging::{Staging, default_staging_dir};
+use staging::{open_beneath, with_own_cwd};
 
 use crate::error::{Error, ErrorKind, OverlayProblem, Result};
 use crate::features::{Features, Strategy};
 use crate::fscontext::FsContext;
 use crate::guard::MountGuard;
+use crate::stack::ImageStack;
 use crate::tree::{DetachedTree, MountAttrs};
 use crate::userns::UserNamespace;
 
@@ -50,6 +52,9 @@ const LEGACY_OPTIONS_MAX: usize = 4095;
 enum Source {
     Path(PathBuf),
     Fd(OwnedFd),
+    /// An image stack's root, used as it is; the handle keeps the stack (and any mount it needs) alive until the
+    /// overlay exists.
+    Stack(ImageStack),
 }
 
 /// Typed overlay options (see `Documentation/filesystems/overlayfs.rst`), or a raw one.
@@ -160,6 +165,34 @@ impl Overlay {
     /// `/proc/thread-self/fd/N` path.
     pub fn lower_fd(mut self, fd: OwnedFd) -> Self {
         self.lowers.push(Source::Fd(fd));
+        self
+    }
+
+    /// Add an [`ImageStack`] as a lower layer below those added so far: usually the only one, so that composing
+    /// costs the same whatever the image's layer count. The stack is used as it is (already idmapped); the
+    /// builder's [`idmap`](Self::idmap) still decides how the upper is prepared. Once the overlay exists it holds
+    /// the stack by itself: dropping every [`ImageStack`] handle never disturbs it.
+    ///
+    /// Needs what the stack needs (see [`ImageStack`]): on kernels before 6.15 the stack is attached under a private
+    /// directory, and every strategy takes it from there.
+    ///
+    /// # Errors
+    /// None here; [`mount`](Self::mount) reports a kernel that refuses the stack (`NotSupported`).
+    ///
+    /// ```no_run
+    /// use layermount::{IdMap, ImageStack, Overlay, UserNamespace};
+    /// let map: IdMap = "0:100000:65536".parse()?;
+    /// let ns = UserNamespace::cached(&map, &map)?;
+    /// let stack = ImageStack::build(["/var/lib/layers/3", "/var/lib/layers/2", "/var/lib/layers/1"], Some(&ns))?;
+    /// let guard = Overlay::new()
+    ///     .lower_stack(&stack)
+    ///     .upper("/var/lib/ctr/upper", "/var/lib/ctr/work")
+    ///     .idmap(ns)
+    ///     .mount_at("/run/ctr/rootfs")?;
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
+    pub fn lower_stack(mut self, stack: &ImageStack) -> Self {
+        self.lowers.push(Source::Stack(stack.clone()));
         self
     }
 
@@ -288,20 +321,19 @@ impl Overlay {
                     .with_detail(k.to_string()));
             }
         }
-        let resolved = self.resolve()?;
-        layers::validate(&resolved, self.upper.is_some())?;
-        if let (Some(ns), true) = (&self.userns, self.upper.is_some()) {
-            if self.idmap_upper {
-                upper::check_idmapped(ns)?;
-            } else if !self.keep_upper_owner {
-                upper::prepare(&resolved, ns)?;
-            }
+        let first_lower = match self.lowers.first() {
+            Some(Source::Path(p)) => p.clone(),
+            _ => PathBuf::new(),
+        };
+        layers::check_counts(self.lowers.len(), self.data.len(), self.upper.is_some(), &first_lower)?;
+        if let (Some(ns), true, true) = (&self.userns, self.upper.is_some(), self.idmap_upper) {
+            upper::check_idmapped(ns)?;
         }
         let tree = match strategy {
-            Strategy::DetachedFds => self.compose_detached_fds(&resolved)?,
-            Strategy::AttachedFds => self.staged_compose(|s| self.compose_attached_fds(&resolved, s))?,
-            Strategy::Strings => self.staged_compose(|s| self.compose_strings(&resolved, s))?,
-            Strategy::Legacy => self.staged_compose(|s| self.compose_legacy(&resolved, s))?,
+            Strategy::DetachedFds => self.compose_detached_fds()?,
+            Strategy::AttachedFds => self.staged_compose(|s| self.compose_attached_fds(&self.resolve_checked()?, s))?,
+            Strategy::Strings => self.staged_compose(|s| self.compose_strings(&self.resolve_checked()?, s))?,
+            Strategy::Legacy => self.staged_compose(|s| self.compose_legacy(&self.resolve_checked()?, s))?,
         };
         if self.upper.is_some() && !self.attrs.contains(MountAttrs::RDONLY) {
             let st = rustix::fs::fstatvfs(&tree).map_err(|e| Error::os("compose overlay: statvfs", e))?;
@@ -310,6 +342,25 @@ impl Overlay {
             }
         }
         Ok(tree)
+    }
+
+    /// The upper prepared for the container's root: with an idmap, a plain upper, and no opt-out.
+    fn prepares_upper(&self) -> Option<(u32, u32)> {
+        match (&self.userns, &self.upper) {
+            (Some(ns), Some(_)) if !self.idmap_upper && !self.keep_upper_owner => upper::root_of(ns),
+            _ => None,
+        }
+    }
+
+    /// Every directory identified by a `statx` and checked as the kernel would, the upper prepared: what the
+    /// fallback strategies start from.
+    fn resolve_checked(&self) -> Result<Vec<Resolved>> {
+        let resolved = self.resolve()?;
+        layers::validate(&resolved)?;
+        if let (Some(ns), Some(_)) = (&self.userns, self.prepares_upper()) {
+            upper::prepare(&resolved, ns)?;
+        }
+        Ok(resolved)
     }
 
     /// Make the overlay and attach it at `target` (created if missing, and then removed by the guard).
@@ -327,22 +378,12 @@ impl Overlay {
     }
 
     fn resolve(&self) -> Result<Vec<Resolved>> {
-        let layer_count = self.lowers.len() + self.data.len();
-        if layer_count > MAX_LAYERS {
-            return Err(Error::new(ErrorKind::InvalidOverlay(OverlayProblem::TooManyLayers), "compose overlay")
-                .with_detail(format!("{layer_count} layers; the kernel stacks at most {MAX_LAYERS}")));
-        }
-        let roles = self
-            .lowers
-            .iter()
-            .map(|s| (Role::Lower, s))
-            .chain(self.data.iter().map(|s| (Role::Data, s)))
-            .chain(self.upper.iter().flat_map(|(u, w)| [(Role::Upper, u), (Role::Work, w)]));
+        let roles = self.sources();
         // Each path made absolute once; their common directory is opened once, each looked up from there.
         let sources: Vec<(Role, &Source, Option<PathBuf>)> = roles
             .map(|(role, s)| match s {
                 Source::Path(p) => (role, s, layers::lexical_absolute(p)),
-                Source::Fd(_) => (role, s, None),
+                Source::Fd(_) | Source::Stack(_) => (role, s, None),
             })
             .collect();
         let texts: Vec<&Path> = sources.iter().filter_map(|(_, _, t)| t.as_deref()).collect();
@@ -353,6 +394,10 @@ impl Overlay {
                 Source::Path(p) => layers::resolve_path(role, p, lexical, anchor.as_ref()),
                 Source::Fd(fd) => {
                     let dup = fd.try_clone().map_err(|e| Error::io("compose overlay: dup", &e))?;
+                    layers::resolve_fd(role, dup)
+                }
+                Source::Stack(stack) => {
+                    let dup = stack.as_fd().try_clone_to_owned().map_err(|e| Error::io("compose overlay: dup", &e))?;
                     layers::resolve_fd(role, dup)
                 }
             })
@@ -421,34 +466,102 @@ impl Overlay {
         layers.into_iter().map(|g| (g, false)).chain(upper.into_iter().map(|g| (g, true))).collect()
     }
 
-    /// [`Strategy::DetachedFds`] (Linux 6.15): one detached idmapped clone per group, `O_PATH` layer fds inside it;
-    /// nothing is attached anywhere.
-    fn compose_detached_fds(&self, all: &[Resolved]) -> Result<DetachedTree> {
-        let mut fds: Vec<Option<OwnedFd>> = (0..all.len()).map(|_| None).collect();
+    /// Every directory in the kernel's order (lower, data-only, upper, work) with its role.
+    fn sources(&self) -> impl Iterator<Item = (Role, &Source)> {
+        self.lowers
+            .iter()
+            .map(|s| (Role::Lower, s))
+            .chain(self.data.iter().map(|s| (Role::Data, s)))
+            .chain(self.upper.iter().flat_map(|(u, w)| [(Role::Upper, u), (Role::Work, w)]))
+    }
+
+    /// [`Strategy::DetachedFds`] (Linux 6.15): nothing is attached anywhere, and nothing is looked up twice.
+    ///
+    /// The idmapped directories are opened (`O_PATH`, `openat2` beneath, never crossing a mount) inside ONE
+    /// detached idmapped clone of their common directory, cloned with the mounts beneath it as fences; the fd
+    /// opened in the clone is the layer's identity, so no `statx` is made per layer. The kernel refuses duplicate
+    /// and nested layers itself (ELOOP); only then are the directories identified one by one, to say which.
+    /// A directory the clone cannot reach (on another mount, or behind a symlink out of the common directory) is
+    /// identified and cloned the careful way, with the mount it is on.
+    fn compose_detached_fds(&self) -> Result<DetachedTree> {
+        const PATH: OFlags = OFlags::PATH.union(OFlags::DIRECTORY).union(OFlags::CLOEXEC);
+        let sources: Vec<(Role, &Source)> = self.sources().collect();
+        // Absolute paths by their text alone; a `..` (whose text lies about nesting) is resolved instead.
+        let abs: Vec<Option<PathBuf>> = sources
+            .iter()
+            .map(|(_, s)| match s {
+                Source::Path(p) => Some(lexical_or_given(p)),
+                _ => None,
+            })
+            .collect();
+        let idmapped =
+            |i: usize| self.userns.is_some() && abs[i].is_some() && (sources[i].0.is_layer() || self.idmap_upper);
+        let mut fds: Vec<Option<OwnedFd>> = (0..sources.len()).map(|_| None).collect();
         // Every clone stays alive (as do the fds inside it) until the overlay is created.
         let mut clones: Vec<DetachedTree> = Vec::new();
         if let Some(ns) = &self.userns {
-            for group in layers::group_by_mount(all, |r| self.idmapped(r)) {
-                let mut tree = DetachedTree::clone_path(&group.base, false)?;
-                tree.idmap(ns)?;
-                for (i, rel) in &group.members {
-                    let fd = match tree.open_dir(rel) {
-                        Ok(fd) if all[*i].is(fd.as_fd()) => fd,
-                        _ => {
-                            let own = Self::own_clone(&all[*i], ns)?;
-                            let fd = own.open_dir(".")?;
-                            clones.push(own);
-                            fd
+            let members: Vec<usize> = (0..sources.len()).filter(|&i| idmapped(i)).collect();
+            let mut strays = Vec::new();
+            if !members.is_empty() {
+                let base = layers::common_ancestor(members.iter().map(|&i| abs[i].as_deref().expect("a path")));
+                match DetachedTree::clone_fenced(&base).and_then(|mut t| t.idmap(ns).map(|()| t)) {
+                    Ok(tree) => {
+                        for &i in &members {
+                            let rel = abs[i].as_deref().expect("a path").strip_prefix(&base).unwrap_or(Path::new(""));
+                            let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+                            match tree.open_beneath(rel, OFlags::PATH) {
+                                Ok(fd) => fds[i] = Some(fd),
+                                Err(_) => strays.push(i),
+                            }
                         }
-                    };
-                    fds[*i] = Some(fd);
+                        clones.push(tree);
+                    }
+                    Err(_) => strays = members,
                 }
-                clones.push(tree);
+            }
+            for i in strays {
+                let Source::Path(p) = sources[i].1 else { unreachable!("only paths are idmapped") };
+                let r = layers::resolve_path(sources[i].0, p, layers::lexical_absolute(p), None)?;
+                let own = Self::own_clone(&r, ns)?;
+                fds[i] = Some(own.open_dir(".")?);
+                clones.push(own);
             }
         }
-        let tree = self.create_with_fds(all, fds, OFlags::PATH)?;
+        let root = self.prepares_upper();
+        let mut ov = FsContext::open("overlay")?;
+        for (i, (role, source)) in sources.iter().enumerate() {
+            let opened;
+            let fd = match (&fds[i], source) {
+                (Some(fd), _) => fd.as_fd(),
+                (None, Source::Fd(fd)) => fd.as_fd(),
+                (None, Source::Stack(stack)) => stack.as_fd(),
+                (None, Source::Path(p)) => {
+                    let prepared = root.filter(|_| !role.is_layer());
+                    // An upper to prepare is read (is it empty?), so it is opened O_RDONLY; overlay takes either.
+                    let flags = if prepared.is_some() { PATH.difference(OFlags::PATH) } else { PATH };
+                    let at = abs[i].as_deref().unwrap_or(p);
+                    opened = rustix::fs::openat(CWD, at, flags, Mode::empty())
+                        .map_err(|e| layers::open_error(*role, p, e))?;
+                    if let Some(root) = prepared {
+                        upper::prepare_dir(*role, p, opened.as_fd(), root)?;
+                    }
+                    opened.as_fd()
+                }
+            };
+            ov.set_fd(key(*role), fd)?;
+        }
+        let tree = self.finish(&mut ov).map_err(|e| self.explain_refusal(e))?;
         drop(clones);
         Ok(tree)
+    }
+
+    /// The kernel refused the overlay (ELOOP for a duplicate or nested directory, EINVAL for a work directory inside
+    /// the upper, which the fast path leaves to the kernel to find): identify every directory to say what is wrong.
+    fn explain_refusal(&self, e: Error) -> Error {
+        match self.resolve().and_then(|all| layers::validate(&all)) {
+            Err(precise) if matches!(precise.kind(), ErrorKind::InvalidOverlay(_)) => precise,
+            _ => e,
+        }
     }
 
     /// [`Strategy::AttachedFds`] (Linux 6.13, 6.14): the idmapped clones are attached under `staging` and the layers
@@ -583,6 +696,11 @@ impl Overlay {
         tree.set_attrs(self.attrs, MountAttrs::RDONLY - self.attrs)?;
         Ok(tree)
     }
+}
+
+/// `path` made absolute by its text, or (with a `..` in it) by resolving it, or as given when it cannot be resolved.
+pub(crate) fn lexical_or_given(path: &Path) -> PathBuf {
+    layers::lexical_absolute(path).or_else(|| std::fs::canonicalize(path).ok()).unwrap_or_else(|| path.to_path_buf())
 }
 
 fn key(role: Role) -> &'static str {

@@ -103,6 +103,11 @@ impl Staging {
         if !writable {
             tree.set_attrs(MountAttrs::RDONLY, MountAttrs::empty())?;
         }
+        self.attach(tree)
+    }
+
+    /// Attach `tree` as it is under the staging directory and return where.
+    pub fn attach(&mut self, tree: DetachedTree) -> Result<PathBuf> {
         let at = self.next_path();
         let guard = tree.attach(&at)?;
         self.guards.push(guard);

@@ -5,7 +5,8 @@
 //! made by host root would show as `nobody` (unmapped) to the container and refuse its root's writes, so an empty
 //! upper (and work) directory is handed to the map's root before mounting.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
 
 use rustix::fs::{AtFlags, Dir, OFlags, StatxFlags};
 
@@ -18,33 +19,43 @@ const OP: &str = "prepare upper";
 /// Hand empty upper and work directories to the root of `ns`'s maps (host ids of container uid 0 and gid 0).
 /// A non-empty upper owned by anyone else is refused: its files were written for another container.
 pub(crate) fn prepare(all: &[Resolved], ns: &UserNamespace) -> Result<()> {
-    let (Some(uid), Some(gid)) = (ns.uid_map().to_host(0), ns.gid_map().to_host(0)) else {
+    let Some((uid, gid)) = root_of(ns) else {
         // A map without a container root: nobody to hand the upper to.
         return Ok(());
     };
     for r in all.iter().filter(|r| matches!(r.role, Role::Upper | Role::Work)) {
-        let fd = r.open(OFlags::RDONLY)?;
-        let st = rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, StatxFlags::UID | StatxFlags::GID)
-            .map_err(|e| Error::os(OP, e).with_path(&r.given))?;
-        if (st.stx_uid, st.stx_gid) == (uid, gid) {
-            continue;
-        }
-        if !is_empty(fd.as_fd()).map_err(|e| Error::os(OP, e).with_path(&r.given))? {
-            if r.role == Role::Work {
-                // Overlay keeps its own `work/` subdirectory here after a first mount; it runs as the mounter.
-                continue;
-            }
-            return Err(Error::new(ErrorKind::InvalidOverlay(OverlayProblem::UpperOwner), OP)
-                .with_path(&r.given)
-                .with_detail(format!(
-                    "it holds files and is owned by {}:{}, not by the container's root {uid}:{gid}",
-                    st.stx_uid, st.stx_gid
-                )));
-        }
-        rustix::fs::fchown(&fd, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)))
-            .map_err(|e| Error::os(OP, e).with_path(&r.given))?;
+        prepare_dir(r.role, &r.given, r.open(OFlags::RDONLY)?.as_fd(), (uid, gid))?;
     }
     Ok(())
+}
+
+/// The container root's host ids `(uid, gid)` under `ns`, if it maps container root at all.
+pub(crate) fn root_of(ns: &UserNamespace) -> Option<(u32, u32)> {
+    Some((ns.uid_map().to_host(0)?, ns.gid_map().to_host(0)?))
+}
+
+/// [`prepare`] for one upper or work directory, open `O_RDONLY` as `fd`, for the container root `root`.
+pub(crate) fn prepare_dir(role: Role, given: &Path, fd: BorrowedFd<'_>, root: (u32, u32)) -> Result<()> {
+    let (uid, gid) = root;
+    let st = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::UID | StatxFlags::GID)
+        .map_err(|e| Error::os(OP, e).with_path(given))?;
+    if (st.stx_uid, st.stx_gid) == (uid, gid) {
+        return Ok(());
+    }
+    if !is_empty(fd).map_err(|e| Error::os(OP, e).with_path(given))? {
+        if role == Role::Work {
+            // Overlay keeps its own `work/` subdirectory here after a first mount; it runs as the mounter.
+            return Ok(());
+        }
+        return Err(Error::new(ErrorKind::InvalidOverlay(OverlayProblem::UpperOwner), OP)
+            .with_path(given)
+            .with_detail(format!(
+                "it holds files and is owned by {}:{}, not by the container's root {uid}:{gid}",
+                st.stx_uid, st.stx_gid
+            )));
+    }
+    rustix::fs::fchown(fd, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)))
+        .map_err(|e| Error::os(OP, e).with_path(given))
 }
 
 fn is_empty(fd: std::os::fd::BorrowedFd<'_>) -> rustix::io::Result<bool> {
