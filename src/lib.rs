@@ -80,6 +80,6 @@ pub use overlay::{
 pub use remove::{RemoveStats, remove_all};
 pub use rootfs::{Fixup, FixupReport, Fixups};
 pub use spec::MountSpec;
-pub use stack::{CacheStats, Composition, ImageStack, StackCache, StackLimits, StackOptions};
+pub use stack::{Composition, ImageStack, StackCache, StackLimits, StackOptions, StackStats};
 pub use tree::{Atime, DetachedTree, MountAttrs, Propagation};
 pub use userns::{CacheStats, DEFAULT_CACHE_CAPACITY, UserNamespace};

@@ -79,7 +79,7 @@ fn identify(
 }
 
 /// Where the fd really is, read back from `/proc` (`None` when unreachable from our root).
-fn real_path_of(fd: BorrowedFd<'_>) -> Option<PathBuf> {
+pub(crate) fn real_path_of(fd: BorrowedFd<'_>) -> Option<PathBuf> {
     let link = format!("/proc/thread-self/fd/{}", fd.as_raw_fd());
     std::fs::read_link(link).ok().filter(|p| p.is_absolute() && !p.to_string_lossy().ends_with(" (deleted)"))
 }
@@ -133,6 +133,12 @@ pub(crate) fn resolve_path(
         None => real_path_of(r.open(OFlags::PATH)?.as_fd()),
     };
     Ok(Resolved { path, ..r })
+}
+
+/// `(dev, ino)` of an open directory.
+pub(crate) fn identity(fd: BorrowedFd<'_>) -> rustix::io::Result<((u32, u32), u64)> {
+    let st = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::INO)?;
+    Ok(((st.stx_dev_major, st.stx_dev_minor), st.stx_ino))
 }
 
 /// Identify a directory fd the caller gave (kept open; used as it is).
@@ -243,42 +249,69 @@ pub(crate) fn validate(all: &[Resolved]) -> Result<()> {
 /// options and identified by `statx`, whatever strategy mounted them; a path the table shows that no longer leads
 /// to the directory (an upper idmapped through a temporary or detached mount) cannot be checked.
 fn not_in_use(all: &[Resolved]) -> Result<()> {
-    let Ok(table) = crate::mountinfo::MountTable::current() else { return Ok(()) };
-    let mut live = Vec::new();
-    for m in table.mounts().iter().filter(|m| m.fs_type == "overlay") {
-        for key in ["upperdir", "workdir"] {
-            let Some(dir) = m.super_option(key).map(Path::new).filter(|p| p.is_absolute()) else { continue };
-            let Ok(st) = rustix::fs::statx(CWD, dir, AtFlags::empty(), STATX_WANT) else { continue };
-            live.push((m, key, dir, (st.stx_dev_major, st.stx_dev_minor), st.stx_ino));
-        }
-    }
-    if live.is_empty() {
-        return Ok(());
-    }
+    let Some(live) = LiveDirs::read() else { return Ok(()) };
     for r in all {
-        for &(m, key, dir, dev, ino) in &live {
-            let same = (r.dev, r.ino) == (dev, ino);
+        live.check(r.role, &r.given, (r.dev, r.ino), r.path.as_deref(), || r.real_path())?;
+    }
+    Ok(())
+}
+
+/// The upper and work directories of the live overlays of this mount namespace, identified by `statx`.
+pub(crate) struct LiveDirs {
+    table: crate::mountinfo::MountTable,
+    /// (index into the table, key, directory, dev, ino)
+    dirs: Vec<(usize, &'static str, PathBuf, (u32, u32), u64)>,
+}
+
+impl LiveDirs {
+    /// `None` when there is no live overlay directory to compare with (or no mount table to read).
+    pub(crate) fn read() -> Option<LiveDirs> {
+        let table = crate::mountinfo::MountTable::current().ok()?;
+        let mut dirs = Vec::new();
+        for (i, m) in table.mounts().iter().enumerate().filter(|(_, m)| m.fs_type == "overlay") {
+            for key in ["upperdir", "workdir"] {
+                let Some(dir) = m.super_option(key).map(Path::new).filter(|p| p.is_absolute()) else { continue };
+                let Ok(st) = rustix::fs::statx(CWD, dir, AtFlags::empty(), STATX_WANT) else { continue };
+                dirs.push((i, key, dir.to_path_buf(), (st.stx_dev_major, st.stx_dev_minor), st.stx_ino));
+            }
+        }
+        (!dirs.is_empty()).then_some(LiveDirs { table, dirs })
+    }
+
+    /// Refuse the directory `(dev, ino)` at `path` (its text; `real` tells where it really leads) if it is, or lies
+    /// inside, a live overlay's upper or work directory.
+    pub(crate) fn check(
+        &self,
+        role: Role,
+        given: &Path,
+        id: ((u32, u32), u64),
+        path: Option<&Path>,
+        real: impl Fn() -> Option<PathBuf>,
+    ) -> Result<()> {
+        for (i, key, dir, dev, ino) in &self.dirs {
+            let same = id == (*dev, *ino);
             // Inside: the path's text says so, and where it really leads confirms it (a symlink could lead out).
             let inside = !same
-                && r.path.as_deref().is_none_or(|p| p.starts_with(dir))
-                && match (r.real_path(), std::fs::canonicalize(dir)) {
+                && path.is_none_or(|p| p.starts_with(dir))
+                && match (real(), std::fs::canonicalize(dir)) {
                     (Some(real), Ok(dir)) => real.starts_with(dir),
                     _ => false,
                 };
             if same || inside {
-                return Err(overlay_error(OverlayProblem::InUse, &r.given).with_detail(format!(
+                let m = &self.table.mounts()[*i];
+                return Err(overlay_error(OverlayProblem::InUse, given).with_detail(format!(
                     "{} {} is {} the {key} of the overlay mounted at {} (mount id {}); the kernel would mount it with \
                      only a warning, and files seen through both mounts would be undefined",
-                    r.role.name(),
-                    r.given.display(),
+                    role.name(),
+                    given.display(),
                     if same { "already" } else { "inside" },
                     m.mount_point.display(),
                     m.mount_id
                 )));
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// A set of directories on one mount, and the deepest directory holding all of them: the one place to clone (and

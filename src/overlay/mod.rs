@@ -20,7 +20,7 @@ mod upper;
 
 use std::ffi::OsStr;
 use std::fmt;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -528,27 +528,49 @@ impl Overlay {
             }
         }
         let root = self.prepares_upper();
-        let mut ov = FsContext::open("overlay")?;
         for (i, (role, source)) in sources.iter().enumerate() {
-            let opened;
-            let fd = match (&fds[i], source) {
-                (Some(fd), _) => fd.as_fd(),
-                (None, Source::Fd(fd)) => fd.as_fd(),
-                (None, Source::Stack(stack)) => stack.as_fd(),
-                (None, Source::Path(p)) => {
-                    let prepared = root.filter(|_| !role.is_layer());
-                    // An upper to prepare is read (is it empty?), so it is opened O_RDONLY; overlay takes either.
-                    let flags = if prepared.is_some() { PATH.difference(OFlags::PATH) } else { PATH };
-                    let at = abs[i].as_deref().unwrap_or(p);
-                    opened = rustix::fs::openat(CWD, at, flags, Mode::empty())
-                        .map_err(|e| layers::open_error(*role, p, e))?;
-                    if let Some(root) = prepared {
-                        upper::prepare_dir(*role, p, opened.as_fd(), root)?;
-                    }
-                    opened.as_fd()
+            if let (None, Source::Path(p)) = (&fds[i], source) {
+                // An upper to prepare is read (is it empty?), so it is opened O_RDONLY; overlay takes either.
+                let flags = if root.is_some() && !role.is_layer() { PATH.difference(OFlags::PATH) } else { PATH };
+                let at = abs[i].as_deref().unwrap_or(p);
+                let fd =
+                    rustix::fs::openat(CWD, at, flags, Mode::empty()).map_err(|e| layers::open_error(*role, p, e))?;
+                fds[i] = Some(fd);
+            }
+        }
+        let fd_of = |i: usize| match (&fds[i], sources[i].1) {
+            (Some(fd), _) => fd.as_fd(),
+            (None, Source::Fd(fd)) => fd.as_fd(),
+            (None, Source::Stack(stack)) => stack.as_fd(),
+            (None, Source::Path(_)) => unreachable!("every path was opened"),
+        };
+        // Only when some overlay is live is anything identified (one statx per directory).
+        if let Some(live) = layers::LiveDirs::read() {
+            for (i, (role, source)) in sources.iter().enumerate() {
+                let (given, text) = match source {
+                    Source::Path(p) => (p.clone(), abs[i].clone()),
+                    Source::Fd(fd) => (PathBuf::from(format!("fd:{}", fd.as_raw_fd())), None),
+                    Source::Stack(_) => continue,
+                };
+                let id =
+                    layers::identity(fd_of(i)).map_err(|e| Error::os("compose overlay: stat", e).with_path(&given))?;
+                let real = || match &text {
+                    Some(t) => std::fs::canonicalize(t).ok(),
+                    None => layers::real_path_of(fd_of(i)),
+                };
+                live.check(*role, &given, id, text.as_deref(), real)?;
+            }
+        }
+        if let Some(root) = root {
+            for (i, (role, source)) in sources.iter().enumerate().filter(|(_, (r, _))| !r.is_layer()) {
+                if let Source::Path(p) = source {
+                    upper::prepare_dir(*role, p, fd_of(i), root)?;
                 }
-            };
-            ov.set_fd(key(*role), fd)?;
+            }
+        }
+        let mut ov = FsContext::open("overlay")?;
+        for (i, (role, _)) in sources.iter().enumerate() {
+            ov.set_fd(key(*role), fd_of(i))?;
         }
         let tree = self.finish(&mut ov).map_err(|e| self.explain_refusal(e))?;
         drop(clones);

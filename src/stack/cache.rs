@@ -40,7 +40,7 @@ impl Default for StackLimits {
 /// assert_eq!((stats.hits, stats.misses, stats.evictions), (0, 0, 0));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct CacheStats {
+pub struct StackStats {
     /// Requests answered by a stack already built (or being built by another thread).
     pub hits: u64,
     /// Requests that built a stack.
@@ -258,9 +258,9 @@ impl StackCache {
     /// let cache = layermount::StackCache::default();
     /// assert_eq!(cache.stats().stacks, 0);
     /// ```
-    pub fn stats(&self) -> CacheStats {
+    pub fn stats(&self) -> StackStats {
         let entries = self.lock();
-        CacheStats {
+        StackStats {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             evictions: self.evictions.load(Ordering::Relaxed),

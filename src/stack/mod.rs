@@ -45,7 +45,7 @@ use std::sync::Arc;
 
 use rustix::fs::{Mode, OFlags};
 
-pub use cache::{CacheStats, Composition, StackCache, StackLimits};
+pub use cache::{Composition, StackCache, StackLimits, StackStats};
 
 use crate::error::{Error, ErrorKind, OverlayProblem, Result};
 use crate::features::{Features, Strategy};
