@@ -26,6 +26,13 @@ fn ns() -> UserNamespace {
     UserNamespace::cached(&map, &map).unwrap()
 }
 
+/// A staging directory as the fallbacks want it: 0700.
+fn private_dir(p: &Path) -> PathBuf {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().mode(0o700).create(p).unwrap();
+    p.to_path_buf()
+}
+
 fn write(dir: &Path, rel: &str, data: &str) {
     let p = dir.join(rel);
     fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -153,8 +160,7 @@ fn statfs_of(root: &Path) -> (i64, i64, u64, i64) {
 
 fn flat_and_stacked_agree(level: Strategy) {
     privileged(&format!("flat_and_stacked_agree/{level}"), move |scratch| {
-        let stage = scratch.join("stage");
-        fs::create_dir(&stage).unwrap();
+        let stage = private_dir(&scratch.join("stage"));
         let layers = image(&scratch.join("store"));
         let ctr = |name: &str| {
             let (u, w, m) =
@@ -250,8 +256,7 @@ fn one_layer_stack_and_many_containers() {
         let layer = scratch.join("l");
         write(&layer, "etc/os-release", "x");
         for level in ALL {
-            let stage = scratch.join(format!("stage-{level}"));
-            fs::create_dir(&stage).unwrap();
+            let stage = private_dir(&scratch.join(format!("stage-{level}")));
             let opts = StackOptions { strategy: Some(level), staging_dir: Some(stage.clone()), ..Default::default() };
             let stack = ImageStack::build_with([&layer], Some(&ns()), &opts).unwrap();
             let guards: Vec<_> = (0..3)
@@ -417,8 +422,7 @@ fn dropping_a_stack_under_a_writing_container() {
     privileged("dropping_a_stack_under_a_writing_container", |scratch| {
         for level in [Strategy::DetachedFds, Strategy::Legacy] {
             let layers = image(&scratch.join(format!("s-{level}")));
-            let stage = scratch.join(format!("stage-{level}"));
-            fs::create_dir(&stage).unwrap();
+            let stage = private_dir(&scratch.join(format!("stage-{level}")));
             let opts = StackOptions { strategy: Some(level), staging_dir: Some(stage.clone()), ..Default::default() };
             let cache = StackCache::new(StackLimits::default(), opts);
             let d = scratch.join(format!("ctr-{level}"));

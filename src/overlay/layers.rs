@@ -256,11 +256,13 @@ fn not_in_use(all: &[Resolved]) -> Result<()> {
     Ok(())
 }
 
+/// A live overlay's upper or work directory: (index into the table, key, directory, dev, ino).
+type LiveDir = (usize, &'static str, PathBuf, (u32, u32), u64);
+
 /// The upper and work directories of the live overlays of this mount namespace, identified by `statx`.
 pub(crate) struct LiveDirs {
     table: crate::mountinfo::MountTable,
-    /// (index into the table, key, directory, dev, ino)
-    dirs: Vec<(usize, &'static str, PathBuf, (u32, u32), u64)>,
+    dirs: Vec<LiveDir>,
 }
 
 impl LiveDirs {

@@ -331,9 +331,18 @@ impl Overlay {
         }
         let tree = match strategy {
             Strategy::DetachedFds => self.compose_detached_fds()?,
-            Strategy::AttachedFds => self.staged_compose(|s| self.compose_attached_fds(&self.resolve_checked()?, s))?,
-            Strategy::Strings => self.staged_compose(|s| self.compose_strings(&self.resolve_checked()?, s))?,
-            Strategy::Legacy => self.staged_compose(|s| self.compose_legacy(&self.resolve_checked()?, s))?,
+            Strategy::AttachedFds => {
+                let all = self.resolve_checked()?;
+                self.staged_compose(|s| self.compose_attached_fds(&all, s))?
+            }
+            Strategy::Strings => {
+                let all = self.resolve_checked()?;
+                self.staged_compose(|s| self.compose_strings(&all, s))?
+            }
+            Strategy::Legacy => {
+                let all = self.resolve_checked()?;
+                self.staged_compose(|s| self.compose_legacy(&all, s))?
+            }
         };
         if self.upper.is_some() && !self.attrs.contains(MountAttrs::RDONLY) {
             let st = rustix::fs::fstatvfs(&tree).map_err(|e| Error::os("compose overlay: statvfs", e))?;

@@ -58,7 +58,7 @@ use crate::userns::UserNamespace;
 const STACKING_MAGICS: [i64; 2] = [0x794c_7630, 0xf15f];
 
 /// How a stack is built: the strategy (default: the best the kernel has), the features to trust, and where the
-/// fallback strategies attach things (default: `std::env::temp_dir()`).
+/// fallback strategies attach things (default: the staging directory `Overlay` uses).
 ///
 /// ```
 /// use layermount::{StackOptions, Strategy};
