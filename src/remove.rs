@@ -92,7 +92,7 @@ pub fn remove_all(path: impl AsRef<Path>) -> Result<RemoveStats> {
         _ => Path::new("."),
     };
     let parent = rustix::fs::open(parent_path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .op_path(OP, parent_path)?;
+        .op_path(OP, path)?;
     remove_at(&parent, name, path, true)
 }
 

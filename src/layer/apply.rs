@@ -77,7 +77,9 @@ pub fn apply(reader: impl Read + Send, dest: impl AsRef<Path>, opts: &ApplyOptio
     if let Some(d) = &opts.expected_diff_id
         && !valid_digest(d)
     {
-        return Err(Error::new(ErrorKind::InvalidInput, OP).with_detail(format!("\"{d}\" is not sha256:<64 hex>")));
+        return Err(Error::new(ErrorKind::InvalidInput, OP)
+            .with_path(dest)
+            .with_detail(format!("expected diff_id \"{d}\" is not sha256:<64 hex>")));
     }
     if reserved_name(&name) {
         return Err(Error::new(ErrorKind::InvalidInput, OP)

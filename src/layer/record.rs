@@ -301,6 +301,8 @@ pub(super) fn read_marker(dir: &Path, operation: &'static str) -> Result<Applied
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(layer_error(LayerProblem::MissingMarker, operation, dir));
         }
+        // The marker's path cannot be reached at all: a fault of the path given, not of a marker.
+        Err(e) if matches!(e.raw_os_error(), Some(20 | 36 | 40)) => return Err(Error::io(operation, &e).with_path(dir)),
         Err(e) => return Err(layer_error(LayerProblem::BadMarker, operation, dir).with_detail(e.to_string())),
     };
     let bad = |why: &str| layer_error(LayerProblem::BadMarker, operation, dir).with_detail(why.to_string());

@@ -21,6 +21,8 @@ use crate::error::{Error, ErrorKind, LayerProblem, Result};
 pub fn verify(dir: impl AsRef<Path>) -> Result<AppliedLayer> {
     const VOP: &str = "verify layer";
     let dir = dir.as_ref();
+    // A path ending in `.` or `..` names another directory than its marker's.
+    super::split(dir, VOP)?;
     let layer = read_marker(dir, VOP)?;
     let fd =
         rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
