@@ -155,7 +155,8 @@ fn with_sentinel(entries: &[E], abs: &str) -> Vec<E> {
 fn the_sentinel_and_containment_checks_see_escapes() {
     privileged("the_sentinel_and_containment_checks_see_escapes", |scratch| {
         let s = sentinel(scratch);
-        let changes: [(&str, Box<dyn Fn(&Path)>); 7] = [
+        type Change = Box<dyn Fn(&Path)>;
+        let changes: [(&str, Change); 7] = [
             ("write", Box::new(|s| fs::write(s.join("file"), "do not touch").unwrap())),
             ("chmod", Box::new(|s| fs::set_permissions(s.join("file"), fs::Permissions::from_mode(0o600)).unwrap())),
             ("chown", Box::new(|s| common::chown(&s.join("etc/passwd"), 1, 1))),
