@@ -169,8 +169,7 @@ fn snapshot_rm_of_running_container_refused() {
         c.ctr_ok(&["containers", "rm", "busy"]);
         // containerd 1.6 retries a refused Remove only when it collects this snapshotter again: on the next
         // removal of one of its snapshots (or a restart).
-        c.ctr_ok(&["snapshots", "--snapshotter", SNAPSHOTTER, "prepare", "gc-kick"]);
-        c.ctr_ok(&["snapshots", "--snapshotter", SNAPSHOTTER, "rm", "gc-kick"]);
+        c.gc_kick();
         c.wait_for(30, "the snapshot to be removed", || !upper.exists());
         assert_eq!(mounts_beneath(&c.snapshotter.root), Vec::<PathBuf>::new());
         c.stop();

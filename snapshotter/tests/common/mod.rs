@@ -221,6 +221,13 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Make containerd collect the snapshotter's snapshots again: it does so after a removal of one of them, so
+    /// prepare and remove a throwaway snapshot.
+    pub fn gc_kick(&self) {
+        self.ctr_ok(&["snapshots", "--snapshotter", SNAPSHOTTER, "prepare", "gc-kick"]);
+        self.ctr_ok(&["snapshots", "--snapshotter", SNAPSHOTTER, "rm", "gc-kick"]);
+    }
+
     /// The runc root used for this containerd's containers (never the system's).
     pub fn runc_root(&self) -> String {
         self.dir.join("runc").display().to_string()
