@@ -123,8 +123,13 @@ fn remove_refuses_while_root_in_use() {
         assert_eq!(owner(&root), (100000, 100000), "the upper belongs to the mapped root");
         std::fs::write(root.join("written"), "x").unwrap();
         assert_eq!(c.mounts("ctr").unwrap(), m);
-        let view = c.view("ctr-view", "l2", &[UIDMAP, GIDMAP]).unwrap();
-        assert_eq!(owner(&PathBuf::from(&view[0].source).join("second")), (100000, 100000));
+        // Maps of several extents, as containerd 2.x and `uidmap=` options write them.
+        let split = "0:100000:1000,1000:101000:64536";
+        let view = c.view("ctr-view", "l2", &[(UIDMAP.0, split), (GIDMAP.0, split)]).unwrap();
+        let view_root = PathBuf::from(&view[0].source);
+        assert_eq!(owner(&view_root.join("second")), (100000, 100000));
+        assert_eq!(owner(&view_root.join("home")), (101000, 101000));
+        assert!(std::fs::write(view_root.join("x"), "").is_err(), "a view is read-only");
 
         let shim = scratch.join("bundle-rootfs");
         std::fs::create_dir(&shim).unwrap();
