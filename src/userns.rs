@@ -111,7 +111,8 @@ const MIN_SWEEP: usize = 64;
 
 impl Cache {
     fn touch(&mut self, inner: Arc<Inner>) {
-        if let Some(pos) = self.lru.iter().position(|a| Arc::ptr_eq(a, &inner)) {
+        // From the back: a hit is most often on one of the most recently used.
+        if let Some(pos) = self.lru.iter().rposition(|a| Arc::ptr_eq(a, &inner)) {
             self.lru.remove(pos);
         }
         self.lru.push_back(inner);
