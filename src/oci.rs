@@ -22,6 +22,9 @@ impl IdMap {
     /// [`ErrorKind::InvalidIdMap`] for an empty list, a range of size 0, overlapping or overflowing ranges, or
     /// more than 340 ranges.
     ///
+    /// # Kernel
+    /// Any: no system call.
+    ///
     /// ```
     /// use oci_spec::runtime::LinuxIdMappingBuilder;
     /// let m = LinuxIdMappingBuilder::default().container_id(0u32).host_id(100000u32).size(65536u32).build().unwrap();
@@ -39,6 +42,9 @@ impl IdMap {
     }
 
     /// The map as an OCI `LinuxIDMapping` list, range by range in order.
+    ///
+    /// # Kernel
+    /// Any: no system call.
     ///
     /// ```
     /// let map: layermount::IdMap = "0:100000:65536".parse()?;
@@ -107,6 +113,9 @@ impl MountSpec {
     /// use the container's own maps then: see [`from_oci_with_maps`](Self::from_oci_with_maps)), or when the
     /// source is not UTF-8; [`ErrorKind::InvalidIdMap`] for a bad map.
     ///
+    /// # Kernel
+    /// Any: no system call ([`mount`](Self::mount) needs Linux 5.12 for `idmap`/`ridmap`).
+    ///
     /// ```
     /// let mount: oci_spec::runtime::Mount = serde_json::from_str(r#"{
     ///     "destination": "/data", "type": "bind", "source": "/srv/data",
@@ -129,6 +138,9 @@ impl MountSpec {
     ///
     /// # Errors
     /// As [`from_oci`](Self::from_oci).
+    ///
+    /// # Kernel
+    /// Any: no system call.
     ///
     /// ```
     /// let mount: oci_spec::runtime::Mount = serde_json::from_str(
@@ -189,6 +201,9 @@ impl MountSpec {
     ///
     /// # Errors
     /// [`ErrorKind::InvalidMountSpec`] when the spec is not valid ([`validate`](Self::validate)).
+    ///
+    /// # Kernel
+    /// Any: no system call.
     ///
     /// ```
     /// let spec = layermount::MountSpec::new("bind", "/srv/data", "/data")

@@ -177,8 +177,10 @@ impl UserNamespace {
     /// written to its `/proc/<pid>/uid_map` and `gid_map`, `/proc/<pid>/ns/user` is opened, and the child is
     /// killed and reaped. Costs one process (about 0.3 ms); prefer [`UserNamespace::cached`].
     ///
-    /// Needs `CAP_SETUID` and `CAP_SETGID` for any mapping other than the caller's own single id; Linux 3.8 for
-    /// user namespaces, 5.12 to idmap a mount with one.
+    /// Needs `CAP_SETUID` and `CAP_SETGID` for any mapping other than the caller's own single id.
+    ///
+    /// # Kernel
+    /// Linux 3.8 for user namespaces; 5.12 to idmap a mount with one.
     ///
     /// # Errors
     /// [`ErrorKind::PermissionDenied`] when the kernel refuses a map (missing capability), [`ErrorKind::Os`] when
@@ -220,7 +222,10 @@ impl UserNamespace {
     /// with this namespace will show. Costs one process, like [`UserNamespace::new`]. The namespace is not put in
     /// the cache.
     ///
-    /// Needs Linux 4.11 (`NS_GET_NSTYPE`) and `CAP_SYS_ADMIN` over the namespace (root in an ancestor of it).
+    /// Needs `CAP_SYS_ADMIN` over the namespace (root in an ancestor of it).
+    ///
+    /// # Kernel
+    /// Linux 4.11 (`NS_GET_NSTYPE`); idmapping a mount with the namespace needs 5.12.
     ///
     /// # Errors
     /// [`ErrorKind::InvalidInput`] when `fd` is not a namespace, is a namespace of another type, or is the
@@ -268,6 +273,9 @@ impl UserNamespace {
     /// # Errors
     /// As [`UserNamespace::new`], on a miss.
     ///
+    /// # Kernel
+    /// As [`UserNamespace::new`] on a miss; a hit makes no system call.
+    ///
     /// ```no_run
     /// let map: layermount::IdMap = "0:100000:65536".parse()?;
     /// let a = layermount::UserNamespace::cached(&map, &map)?;
@@ -296,6 +304,9 @@ impl UserNamespace {
     /// [`cached`](Self::cached) call makes a new one. Handles already given out keep working. Returns whether
     /// the cache knew a live namespace for them.
     ///
+    /// # Kernel
+    /// Any: no system call.
+    ///
     /// ```
     /// let map: layermount::IdMap = "0:100000:65536".parse()?;
     /// layermount::UserNamespace::evict(&map, &map);
@@ -310,6 +321,9 @@ impl UserNamespace {
 
     /// Forget every cached namespace (their fds close once no handle and no mount uses them). Returns how many
     /// live ones the cache knew.
+    ///
+    /// # Kernel
+    /// Any: nothing but `close(2)` of the fds nobody else holds.
     ///
     /// ```
     /// let _ = layermount::UserNamespace::clear_cache();
@@ -326,6 +340,9 @@ impl UserNamespace {
     /// Set how many recently used namespaces the cache keeps alive on its own (0: only those callers hold), and
     /// return the previous capacity. Shrinking lets the least recently used go at once.
     ///
+    /// # Kernel
+    /// Any: no system call.
+    ///
     /// ```
     /// let previous = layermount::UserNamespace::set_cache_capacity(8);
     /// assert_eq!(layermount::UserNamespace::cache_stats().capacity, 8);
@@ -339,6 +356,9 @@ impl UserNamespace {
     }
 
     /// Counters and sizes of the process-wide cache.
+    ///
+    /// # Kernel
+    /// Any: no system call.
     ///
     /// ```
     /// let stats = layermount::UserNamespace::cache_stats();
@@ -358,6 +378,9 @@ impl UserNamespace {
 
     /// The uid map: written by [`new`](Self::new), read back from the kernel by [`from_fd`](Self::from_fd).
     ///
+    /// # Kernel
+    /// Any: no system call.
+    ///
     /// ```no_run
     /// let map: layermount::IdMap = "0:100000:65536".parse()?;
     /// assert_eq!(layermount::UserNamespace::cached(&map, &map)?.uid_map().to_host(0), Some(100000));
@@ -369,6 +392,9 @@ impl UserNamespace {
 
     /// The gid map, as [`uid_map`](Self::uid_map).
     ///
+    /// # Kernel
+    /// Any: no system call.
+    ///
     /// ```no_run
     /// let map: layermount::IdMap = "0:100000:65536".parse()?;
     /// assert_eq!(layermount::UserNamespace::cached(&map, &map)?.gid_map(), &map);
@@ -379,6 +405,9 @@ impl UserNamespace {
     }
 
     /// True when both handles share the same fd (e.g. two cache hits).
+    ///
+    /// # Kernel
+    /// Any: no system call.
     ///
     /// ```no_run
     /// let map: layermount::IdMap = "0:100000:65536".parse()?;
