@@ -91,3 +91,30 @@ fn a_layer_without_a_record_is_reported() {
         assert!(audit([scratch.join("missing")]).is_err());
     });
 }
+
+/// A record of format 1 has no list, only a count of opaque directories: audit passes a layer that matches it and
+/// reports every opaque directory (it cannot tell which is stray) when there are more.
+#[test]
+fn a_format_1_record_is_checked_by_its_count() {
+    privileged("a_format_1_record_is_checked_by_its_count", |scratch| {
+        let (_, l2) = two_layers(scratch, WhiteoutMode::Overlay);
+        let marker = marker_path(&l2);
+        let v2 = fs::read_to_string(&marker).unwrap();
+        assert!(v2.starts_with("layermount-layer-commit 2\n") && v2.contains("\nopaque opt\n"), "{v2}");
+        let v1: String = v2
+            .replacen("layermount-layer-commit 2", "layermount-layer-commit 1", 1)
+            .lines()
+            .filter(|l| !l.starts_with("opaque ") && !l.starts_with("whiteouts "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        fs::write(&marker, v1).unwrap();
+        assert_eq!(layermount::verify(&l2).unwrap().opaque_dirs, None);
+        assert!(audit([&l2]).unwrap().is_empty());
+        fs::create_dir(l2.join("b")).unwrap();
+        set_xattr(&l2.join("b"), "trusted.overlay.opaque", b"y");
+        let findings = audit([&l2]).unwrap();
+        let paths: Vec<&Path> = findings.iter().map(|f| f.path.as_path()).collect();
+        assert_eq!(paths, [Path::new("/b"), Path::new("/opt")], "{findings:#?}");
+        assert!(findings.iter().all(|f| matches!(f.problem, AuditProblem::UnlistedOpaque { .. })));
+    });
+}
