@@ -53,7 +53,7 @@ impl Rng {
         let seed = std::env::var("LAYERMOUNT_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
         });
-        eprintln!("{name}: LAYERMOUNT_FAULT_SEED={seed}");
+        common::say(format!("{name}: LAYERMOUNT_FAULT_SEED={seed}"));
         Rng(seed)
     }
     fn next(&mut self) -> u64 {
@@ -272,7 +272,7 @@ fn composers_killed_at_random_points_leave_nothing_cleanup_stale_cannot_remove()
         let mut summary = Vec::new();
         for strategy in STRATEGIES {
             if strategy.parse::<layermount::Strategy>().unwrap() > features.strategy() {
-                eprintln!("{name}: skipping {strategy}: the kernel lacks it");
+                common::say(format!("{name}: skipping {strategy}: the kernel lacks it"));
                 continue;
             }
             let args = mount_args(strategy, l1s, l2s, ts);
@@ -302,7 +302,7 @@ fn composers_killed_at_random_points_leave_nothing_cleanup_stale_cannot_remove()
             }
             summary.push(format!("{strategy}: {kills} kills in {runs} runs, {swept} stale mounts swept"));
         }
-        eprintln!("{name}: {}", summary.join("; "));
+        common::say(format!("{name}: {}", summary.join("; ")));
     });
 }
 
@@ -345,7 +345,7 @@ fn rm_killed_at_random_points_finishes_on_rerun() {
             assert!(!victim.exists(), "rerun after {kill:?} left {}", victim.display());
             assert_eq!(snapshot(scratch), intact, "rm touched something beside its path after {kill:?}");
         }
-        eprintln!("{name}: {kills} kills in {runs} runs");
+        common::say(format!("{name}: {kills} kills in {runs} runs"));
     });
 }
 

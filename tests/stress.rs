@@ -93,7 +93,7 @@ fn the_incident_under_load_every_strategy() {
         let mut figures = Vec::new();
         for strategy in STRATEGIES {
             if strategy > best {
-                eprintln!("{name}: skipping {strategy}: the kernel lacks it");
+                common::say(format!("{name}: skipping {strategy}: the kernel lacks it"));
                 continue;
             }
             let started = Instant::now();
@@ -118,7 +118,7 @@ fn the_incident_under_load_every_strategy() {
                 started.elapsed()
             ));
         }
-        eprintln!("{name}: {}", figures.join("; "));
+        common::say(format!("{name}: {}", figures.join("; ")));
         for (layer, before) in layers.iter().zip(&before_layers) {
             layermount::verify(layer).unwrap_or_else(|e| panic!("{}: {e}", layer.display()));
             assert_eq!(&tree(layer), before, "{} changed", layer.display());

@@ -1,11 +1,12 @@
 //! Fuzz `layermount::apply` with arbitrary bytes (plain, gzip or zstd by their magic): it must never panic, never
 //! write outside the destination's parent, and either commit a layer that verifies or leave nothing.
 //!
-//! `cargo +nightly fuzz run apply` (as root, so that owners and devices are exercised).
+//! `fuzz/run 60 apply` on the stable toolchain (as root, so that owners and devices are exercised; it runs on a
+//! private tmpfs with a 1 GiB malloc limit), or `cargo +nightly fuzz run apply`.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use layermount::{ApplyOptions, DeviceMode, SyncMode, apply, marker_path, remove_all, verify};
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -87,6 +87,13 @@ pub fn privileged(name: &str, body: impl FnOnce(&Path) + Send + 'static) {
     assert!(host_changes.is_empty(), "{name}: host mount table changed: {host_changes}");
 }
 
+/// Print one line straight to fd 2, past the test harness's capture, so that figures (cycles, kills) and skips
+/// show in CI logs of passing tests too.
+pub fn say(line: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// Number of open fds of this process.
 pub fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").expect("read /proc/self/fd").count()
