@@ -13,6 +13,21 @@
 //! In every strategy the overlay is created first as a detached tree; [`Overlay::mount_at`] then attaches it.
 //! Temporary mounts of the fallbacks are detached and their directories removed (with `rmdir`) before
 //! [`Overlay::mount`] returns, on success and on error.
+//!
+//! # Staging and crashes (fallback strategies)
+//!
+//! The fallbacks attach their idmapped clones under a private staging directory ([`Overlay::staging_dir`], default
+//! [`DEFAULT_STAGING_DIR`]: 0700, owned by the caller), one `<pid>-<n>` directory per compose. Each clone is based
+//! at the deepest directory holding the layers of one mount, and is **read-only**: overlay only reads lower
+//! layers, so even if the composing process is killed while they are attached, a `rm -rf` through what it left
+//! fails with `EROFS` instead of deleting layers. Only an idmapped upper ([`Overlay::idmap_upper`]) gets a writable
+//! clone, based at the common directory of the upper and work directories alone; the legacy strategy's own
+//! overlay mount is made read-only as soon as it exists (its detached clone gets the caller's flags).
+//!
+//! A killed process leaves its clones attached. A daemon should call [`cleanup_stale`] on its staging directory
+//! once at startup (or run `layermount cleanup DIR` from its unit before starting): it detach-unmounts what dead
+//! processes left and removes their directories with `rmdir`, nothing else. The fast path attaches nothing and
+//! leaves nothing after a kill.
 
 mod layers;
 mod staging;
