@@ -115,7 +115,12 @@ fn run(work: &Path, bundle: Option<PathBuf>, mut layers: Vec<PathBuf>) -> Res<()
         let inside = mount.target.strip_prefix("/").unwrap_or(&mount.target).to_path_buf();
         mount.target = rootfs.join(inside);
         fs::create_dir_all(&mount.target)?;
-        println!("mounting {} at {}: {}", mount.source, mount.target.display(), mount.options_text());
+        println!(
+            "mounting {} at {}: {}",
+            mount.source.to_string_lossy(),
+            mount.target.display(),
+            mount.options_text().to_string_lossy()
+        );
         binds.push(mount.mount()?);
     }
 

@@ -156,15 +156,10 @@ impl MountSpec {
     }
 
     fn convert_oci(mount: &Mount, container_maps: Option<(&IdMap, &IdMap)>) -> Result<Self> {
-        let source = match mount.source() {
-            None => String::new(),
-            Some(p) => {
-                p.to_str().ok_or_else(|| oci_error(mount, format!("source {} is not UTF-8", p.display())))?.to_string()
-            }
-        };
+        let source = mount.source().as_ref().map(|p| p.as_os_str().to_os_string()).unwrap_or_default();
         let mut spec = MountSpec::new(mount.typ().clone().unwrap_or_default(), source, mount.destination());
         let options = mount.options().as_deref().unwrap_or_default();
-        spec.options.extend(options.iter().cloned());
+        spec.options.extend(options.iter().map(std::ffi::OsString::from));
         let own_maps = match (mappings(mount.uid_mappings()), mappings(mount.gid_mappings())) {
             (Some(u), Some(g)) => Some((IdMap::from_oci(u)?, IdMap::from_oci(g)?)),
             (None, None) => None,
@@ -222,7 +217,12 @@ impl MountSpec {
         let mut options = Vec::new();
         let (mut uid_map, mut gid_map) = (None, None);
         for o in &self.options {
-            let o: &str = o.as_ref();
+            // The runtime spec's options are strings; ours are bytes (layer paths need not be UTF-8).
+            let o = o.to_str().ok_or_else(|| {
+                Error::new(ErrorKind::InvalidMountSpec, "convert mount to OCI")
+                    .with_path(&self.target)
+                    .with_detail(format!("option {} is not UTF-8", o.to_string_lossy()))
+            })?;
             match (o.strip_prefix("uidmap="), o.strip_prefix("gidmap=")) {
                 (Some(m), _) => uid_map = Some(IdMap::parse(m)?),
                 (_, Some(m)) => gid_map = Some(IdMap::parse(m)?),

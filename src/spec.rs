@@ -4,6 +4,8 @@
 //! [`MountSpec::set_idmap`] only replaces or appends `uidmap=`/`gidmap=`, so turning on user namespaces can never
 //! drop, duplicate or reorder any other option.
 
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -15,11 +17,16 @@ use crate::features::Strategy;
 use crate::fscontext::FsContext;
 use crate::guard::MountGuard;
 use crate::idmap::IdMap;
+use crate::options;
 use crate::overlay::{Overlay, OverlayOption};
 use crate::tree::{Atime, DetachedTree, MountAttrs, Propagation};
 use crate::userns::UserNamespace;
 
 /// One mount to perform, in the shape of containerd's `Mount`.
+///
+/// Paths and options are bytes ([`OsString`]): a layer path need not be UTF-8, and nothing is ever converted lossily.
+/// Paths inside options are escaped as overlay's parser expects (`\`, `:` and `,` behind a backslash); the one
+/// encoder for that is shared with [`Overlay::to_spec`] and the CLI.
 ///
 /// ```
 /// use layermount::MountSpec;
@@ -35,49 +42,19 @@ pub struct MountSpec {
     /// `X-containerd.mkdir.path=` options are honoured (they are in any case).
     pub kind: String,
     /// Source (`overlay`, a directory for `bind`, a device, `none`).
-    pub source: String,
+    pub source: OsString,
     /// Where to mount.
     pub target: PathBuf,
     /// Options, in order, as written (`ro`, `lowerdir=...`, `uidmap=0:1000:1`, ...).
-    pub options: Vec<String>,
+    pub options: Vec<OsString>,
 }
 
 fn spec_error(detail: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidMountSpec, "mount spec").with_detail(detail)
 }
 
-/// Split on `sep` where it is not escaped with a backslash (escapes are kept as written).
-fn split_unescaped(text: &str, sep: char) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut escaped = false;
-    for (i, c) in text.char_indices() {
-        if escaped {
-            escaped = false;
-        } else if c == '\\' {
-            escaped = true;
-        } else if c == sep {
-            out.push(&text[start..i]);
-            start = i + c.len_utf8();
-        }
-    }
-    out.push(&text[start..]);
-    out
-}
-
-fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            if let Some(n) = chars.next() {
-                out.push(n);
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+fn utf8<'a>(key: &str, v: &'a [u8]) -> Result<&'a str> {
+    std::str::from_utf8(v).map_err(|_| spec_error(format!("the value of {key}= is not UTF-8")))
 }
 
 /// The mount-level meaning of an option, if it has one.
@@ -128,49 +105,89 @@ struct Plan {
     idmap: Option<bool>,
     uid_map: Option<IdMap>,
     gid_map: Option<IdMap>,
-    mkdirs: Vec<String>,
+    mkdirs: Vec<OsString>,
     /// mount(8)'s `X-mount.mkdir[=MODE]`: make a missing target (and its parents) with this mode.
     mkdir_target: Option<u32>,
-    lowerdir: Option<String>,
-    upperdir: Option<String>,
-    workdir: Option<String>,
-    fs_options: Vec<(String, Option<String>)>,
+    lowerdir: Option<(Vec<PathBuf>, Vec<PathBuf>)>,
+    upperdir: Option<PathBuf>,
+    workdir: Option<PathBuf>,
+    fs_options: Vec<(String, Option<OsString>)>,
 }
 
 impl MountSpec {
     /// A spec with no options.
-    pub fn new(kind: impl Into<String>, source: impl Into<String>, target: impl AsRef<Path>) -> Self {
-        Self { kind: kind.into(), source: source.into(), target: target.as_ref().to_path_buf(), options: Vec::new() }
+    ///
+    /// ```
+    /// let spec = layermount::MountSpec::new("tmpfs", "none", "/run/scratch");
+    /// assert!(spec.options.is_empty());
+    /// ```
+    pub fn new(kind: impl Into<String>, source: impl AsRef<OsStr>, target: impl AsRef<Path>) -> Self {
+        Self {
+            kind: kind.into(),
+            source: source.as_ref().to_os_string(),
+            target: target.as_ref().to_path_buf(),
+            options: Vec::new(),
+        }
     }
 
-    /// Append the options of a `-o`-style list (`a,b=c`; a comma escaped as `\,` stays inside its option).
-    pub fn with_options(mut self, text: &str) -> Self {
+    /// Append the options of a `-o`-style list (`a,b=c`; a comma escaped as `\,` stays inside its option, and the
+    /// ranges of a multi-range `uidmap=`/`gidmap=` stay in their map).
+    ///
+    /// ```
+    /// let spec = layermount::MountSpec::new("bind", "/src", "/dst").with_options("rbind,ro");
+    /// assert_eq!(spec.options, ["rbind", "ro"]);
+    /// ```
+    pub fn with_options(mut self, text: impl AsRef<OsStr>) -> Self {
         self.options.extend(Self::parse_options(text));
         self
     }
 
-    /// Split a `-o`-style list into options. Empty items are dropped.
+    /// Split a `-o`-style list into options. Empty items are dropped; escapes are kept as written.
     ///
     /// ```
-    /// assert_eq!(layermount::MountSpec::parse_options("ro,lowerdir=/a:/b,,x=1\\,2"), ["ro", "lowerdir=/a:/b", "x=1\\,2"]);
+    /// use layermount::MountSpec;
+    /// assert_eq!(MountSpec::parse_options("ro,lowerdir=/a:/b,,x=1\\,2"), ["ro", "lowerdir=/a:/b", "x=1\\,2"]);
+    /// assert_eq!(MountSpec::parse_options("uidmap=0:666:1000,1000:6666:64536,ro"), ["uidmap=0:666:1000,1000:6666:64536", "ro"]);
     /// ```
-    pub fn parse_options(text: &str) -> Vec<String> {
-        split_unescaped(text, ',').into_iter().filter(|s| !s.is_empty()).map(str::to_string).collect()
+    pub fn parse_options(text: impl AsRef<OsStr>) -> Vec<OsString> {
+        options::split_list(text.as_ref())
     }
 
-    /// The options as one `-o`-style list, in order.
-    pub fn options_text(&self) -> String {
-        self.options.join(",")
+    /// The options as one `-o`-style list, in order (what [`parse_options`](Self::parse_options) reads back).
+    ///
+    /// ```
+    /// let spec = layermount::MountSpec::new("tmpfs", "none", "/t").with_options("size=1m,nodev");
+    /// assert_eq!(spec.options_text(), "size=1m,nodev");
+    /// ```
+    pub fn options_text(&self) -> OsString {
+        options::join_list(&self.options)
+    }
+
+    /// The layers of an `overlay` spec's `lowerdir=` (top-most first) and its data-only layers, unescaped; `None`
+    /// without `lowerdir=`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidMountSpec`] for a malformed value (an empty layer, a lone trailing backslash).
+    ///
+    /// ```
+    /// let spec = layermount::MountSpec::new("overlay", "overlay", "/t").with_options(r"lowerdir=/l/a\:b:/l/c::/d");
+    /// let (lowers, data) = spec.lower_layers()?.unwrap();
+    /// assert_eq!(lowers, [std::path::Path::new("/l/a:b"), std::path::Path::new("/l/c")]);
+    /// assert_eq!(data, [std::path::Path::new("/d")]);
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
+    pub fn lower_layers(&self) -> Result<Option<(Vec<PathBuf>, Vec<PathBuf>)>> {
+        Ok(self.plan()?.lowerdir)
     }
 
     /// Set `uidmap=` and `gidmap=`: an existing one is replaced where it stands (a later duplicate is removed),
     /// otherwise it is appended. No other option moves or disappears.
     pub fn set_idmap(&mut self, uid_map: &IdMap, gid_map: &IdMap) {
         for (key, map) in [("uidmap=", uid_map), ("gidmap=", gid_map)] {
-            let value = format!("{key}{map}");
+            let value = OsString::from(format!("{key}{map}"));
             let mut found = false;
             self.options.retain_mut(|o| {
-                if !o.starts_with(key) {
+                if !o.as_bytes().starts_with(key.as_bytes()) {
                     return true;
                 }
                 if found {
@@ -189,7 +206,7 @@ impl MountSpec {
     fn plan(&self) -> Result<Plan> {
         let mut p = Plan::default();
         for o in &self.options {
-            if let Some(f) = flag(o) {
+            if let Some(f) = o.to_str().and_then(flag) {
                 match f {
                     Flag::Attr(a, true) => {
                         p.set |= a;
@@ -206,30 +223,30 @@ impl MountSpec {
                 }
                 continue;
             }
-            let (key, value) = match o.split_once('=') {
-                Some((k, v)) => (k, Some(v)),
-                None => (o.as_str(), None),
-            };
-            match (key, value) {
+            match options::key_value(o)? {
                 ("bind", None) => p.bind = Some(false),
                 ("rbind", None) => p.bind = Some(true),
                 ("idmap", None) => p.idmap = Some(false),
                 ("ridmap", None) => p.idmap = Some(true),
-                ("uidmap", Some(v)) => p.uid_map = Some(IdMap::parse(v)?),
-                ("gidmap", Some(v)) => p.gid_map = Some(IdMap::parse(v)?),
-                ("X-containerd.mkdir.path", Some(v)) => p.mkdirs.push(v.to_string()),
+                ("uidmap", Some(v)) => p.uid_map = Some(IdMap::parse(utf8("uidmap", v)?)?),
+                ("gidmap", Some(v)) => p.gid_map = Some(IdMap::parse(utf8("gidmap", v)?)?),
+                ("X-containerd.mkdir.path", Some(v)) => p.mkdirs.push(OsStr::from_bytes(v).to_os_string()),
                 ("X-mount.mkdir" | "x-mount.mkdir", v) => {
+                    let v = v.map(|v| utf8("X-mount.mkdir", v)).transpose()?;
                     let mode = v.map_or(Some(0o755), |m| u32::from_str_radix(m, 8).ok().filter(|m| *m <= 0o7777));
-                    p.mkdir_target = Some(mode.ok_or_else(|| spec_error(format!("bad \"{o}\": want an octal mode")))?);
+                    p.mkdir_target =
+                        Some(mode.ok_or_else(|| {
+                            spec_error(format!("bad \"{}\": want an octal mode", o.to_string_lossy()))
+                        })?);
                 }
-                ("lowerdir", Some(v)) => p.lowerdir = Some(v.to_string()),
-                ("upperdir", Some(v)) => p.upperdir = Some(v.to_string()),
-                ("workdir", Some(v)) => p.workdir = Some(v.to_string()),
+                ("lowerdir", Some(v)) => p.lowerdir = Some(options::split_layers(v)?),
+                ("upperdir", Some(v)) => p.upperdir = Some(options::single_path(v)?),
+                ("workdir", Some(v)) => p.workdir = Some(options::single_path(v)?),
                 (k, _) if k.starts_with("X-containerd.") => {
-                    return Err(spec_error(format!("unknown containerd option \"{o}\"")));
+                    return Err(spec_error(format!("unknown containerd option \"{}\"", o.to_string_lossy())));
                 }
                 ("loop", None) => return Err(spec_error("loop devices are not supported")),
-                (k, v) => p.fs_options.push((k.to_string(), v.map(str::to_string))),
+                (k, v) => p.fs_options.push((k.to_string(), v.map(|v| OsStr::from_bytes(v).to_os_string()))),
             }
         }
         if p.uid_map.is_some() != p.gid_map.is_some() {
@@ -322,7 +339,7 @@ impl MountSpec {
         } else {
             let mut fs = FsContext::open(kind)?;
             if !self.source.is_empty() {
-                fs.set_string("source", &self.source)?;
+                fs.set_cstring("source", &cstring("source", self.source.as_bytes())?)?;
             }
             if plan.read_only {
                 fs.set_flag("ro")?;
@@ -330,7 +347,7 @@ impl MountSpec {
             for (k, v) in &plan.fs_options {
                 match v {
                     None => fs.set_flag(k)?,
-                    Some(v) => fs.set_string(k, v)?,
+                    Some(v) => fs.set_cstring(k, &cstring(k, v.as_bytes())?)?,
                 }
             }
             fs.create()?;
@@ -364,7 +381,10 @@ impl MountSpec {
 
     /// The target exists, or the options ask to make it.
     fn check_target(&self, plan: &Plan) -> Result<()> {
-        let named = |spec: &String| Path::new(spec.split(':').next().unwrap_or_default()) == self.target;
+        let named = |spec: &OsString| {
+            Path::new(OsStr::from_bytes(spec.as_bytes().split(|&b| b == b':').next().unwrap_or_default()))
+                == self.target
+        };
         if plan.mkdir_target.is_some() || plan.mkdirs.iter().any(named) {
             return Ok(());
         }
@@ -379,25 +399,19 @@ impl MountSpec {
     }
 
     fn overlay(&self, plan: &Plan, userns: Option<UserNamespace>, strategy: Option<Strategy>) -> Result<DetachedTree> {
-        let lowerdir = plan.lowerdir.as_deref().ok_or_else(|| spec_error("overlay needs lowerdir="))?;
-        let (lowers, data) = match lowerdir.split_once("::") {
-            Some((l, d)) => (l, Some(d)),
-            None => (lowerdir, None),
-        };
-        let mut o = Overlay::new();
-        for l in split_unescaped(lowers, ':') {
-            o = o.lower(unescape(l));
-        }
-        for d in data.map(|d| split_unescaped(d, ':')).unwrap_or_default() {
-            o = o.data_layer(unescape(d));
+        let (lowers, data) = plan.lowerdir.as_ref().ok_or_else(|| spec_error("overlay needs lowerdir="))?;
+        let mut o = Overlay::new().lowers(lowers);
+        for d in data {
+            o = o.data_layer(d);
         }
         match (&plan.upperdir, &plan.workdir) {
-            (Some(u), Some(w)) => o = o.upper(unescape(u), unescape(w)),
+            (Some(u), Some(w)) => o = o.upper(u, w),
             (None, None) => {}
             _ => return Err(spec_error("upperdir= and workdir= must be given together")),
         }
         for (k, v) in &plan.fs_options {
-            o = o.option(OverlayOption::Raw(k.clone(), v.clone()));
+            let v = v.as_ref().map(|v| utf8(k, v.as_bytes()).map(str::to_string)).transpose()?;
+            o = o.option(OverlayOption::Raw(k.clone(), v));
         }
         if let Some(ns) = userns {
             o = o.idmap(ns);
@@ -459,10 +473,13 @@ impl MkdirUndo {
 
 /// `X-containerd.mkdir.path=PATH[:MODE[:UID:GID]]`: create `PATH` (and missing parents, 0700) if missing, then give
 /// it `MODE` (octal, default 0700) and the owner. What it does is recorded in `undo`.
-fn mkdir(spec: &str, undo: &mut MkdirUndo) -> Result<()> {
-    let parts: Vec<&str> = spec.splitn(4, ':').collect();
-    let bad = || spec_error(format!("bad X-containerd.mkdir.path=\"{spec}\": want PATH[:MODE[:UID:GID]]"));
-    let path = Path::new(parts[0]);
+fn mkdir(spec: &OsStr, undo: &mut MkdirUndo) -> Result<()> {
+    let parts: Vec<&[u8]> = spec.as_bytes().splitn(4, |&b| b == b':').collect();
+    let bad = || {
+        spec_error(format!("bad X-containerd.mkdir.path=\"{}\": want PATH[:MODE[:UID:GID]]", spec.to_string_lossy()))
+    };
+    let path = Path::new(OsStr::from_bytes(parts[0]));
+    let parts: Vec<&str> = parts.iter().map(|p| std::str::from_utf8(p).unwrap_or("")).collect();
     if !path.is_absolute() {
         return Err(bad());
     }
@@ -499,4 +516,8 @@ fn mkdir(spec: &str, undo: &mut MkdirUndo) -> Result<()> {
             .map_err(|e| Error::io("X-containerd.mkdir.path", &e).with_path(path))?;
     }
     Ok(())
+}
+
+fn cstring(key: &str, v: &[u8]) -> Result<std::ffi::CString> {
+    std::ffi::CString::new(v).map_err(|_| spec_error(format!("NUL in the value of {key}")))
 }

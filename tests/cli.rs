@@ -214,7 +214,7 @@ fn mount_and_umount_failures_exit_1_with_one_line() {
             ),
             (&["mount", "--mkdir", "--lower", &p("l1"), "--lower", &p("missing"), &p("t")], "missing"),
             (&["mount", "--mkdir", "--lower", &p("l1"), "--lower", &p("l1"), &p("t")], "same directory"),
-            (&["mount", "--lower", &p("l1"), "--lower", &p("l1"), &p("t")], "does not exist"),
+            (&["mount", "-t", "tmpfs", "none", &p("t")], "does not exist"),
             (&["umount", &p("l1")], "not a mount point"),
         ];
         for (args, needle) in cases {
@@ -404,5 +404,78 @@ fn rm_refuses_a_path_ending_in_dot() {
             assert!(err.starts_with("layermount: remove_all ") && err.contains(&arg), "{err}");
             assert!(x.join("sub").is_dir(), "{arg}: nothing deleted");
         }
+    });
+}
+
+/// Layer paths with `:`, `,`, `\` and non-UTF-8 bytes reach overlay as written (no U+FFFD, no split), through
+/// `--lower` and through `-o lowerdir=` with escapes; a multi-range map given with `-o` stays one option.
+#[test]
+fn mount_takes_awkward_layer_paths_and_multi_range_maps() {
+    common::privileged("mount_takes_awkward_layer_paths_and_multi_range_maps", |scratch| {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let a = scratch.join("x/a:"); // `--lower '/x/a:' --lower /y` once made /y an invisible data-only layer
+        let y = scratch.join("y");
+        let odd = scratch.join(OsStr::from_bytes(b"l\xff,b\\c"));
+        for (d, f) in [(&a, "from-a"), (&y, "from-y"), (&odd, "from-odd")] {
+            fs::create_dir_all(d).unwrap();
+            fs::write(d.join(f), f).unwrap();
+        }
+        let target = scratch.join("root");
+        fs::create_dir(&target).unwrap();
+        let run = |args: Vec<&OsStr>| Command::new(env!("CARGO_BIN_EXE_layermount")).args(args).output().unwrap();
+        let o = run(vec![
+            "mount".as_ref(),
+            "--lower".as_ref(),
+            a.as_os_str(),
+            "--lower".as_ref(),
+            y.as_os_str(),
+            "--lower".as_ref(),
+            odd.as_os_str(),
+            target.as_os_str(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let mut names: Vec<String> =
+            fs::read_dir(&target).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        assert_eq!(names, ["from-a", "from-odd", "from-y"], "every layer is a lower layer");
+        assert_eq!(layermount(&["umount", target.to_str().unwrap()]).status.code(), Some(0));
+
+        // The same by hand with -o: `\:` is a colon of the path, `:` alone separates layers.
+        let mut opt = b"lowerdir=".to_vec();
+        opt.extend_from_slice(scratch.join("x/a").as_os_str().as_bytes());
+        opt.extend_from_slice(b"\\::"); // `/x/a\::/y`: the layer `/x/a:`, then `/y`
+        opt.extend_from_slice(y.as_os_str().as_bytes());
+        let o = run(vec![
+            "mount".as_ref(),
+            "-t".as_ref(),
+            "overlay".as_ref(),
+            "-o".as_ref(),
+            OsStr::from_bytes(&opt),
+            "-o".as_ref(),
+            "uidmap=0:100000:1000,1000:200000:1000,gidmap=0:100000:2000".as_ref(),
+            "overlay".as_ref(),
+            target.as_os_str(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{:?}: {}", OsStr::from_bytes(&opt), stderr(&o));
+        assert!(target.join("from-a").exists() && target.join("from-y").exists());
+        assert_eq!(common::owner(&target.join("from-a")), (100000, 100000));
+        assert_eq!(layermount(&["umount", target.to_str().unwrap()]).status.code(), Some(0));
+
+        // A lone trailing backslash is an error, not dropped.
+        let mut bad = b"lowerdir=".to_vec();
+        bad.extend_from_slice(y.as_os_str().as_bytes());
+        bad.extend_from_slice(b"\\");
+        let o = run(vec![
+            "mount".as_ref(),
+            "-t".as_ref(),
+            "overlay".as_ref(),
+            "-o".as_ref(),
+            OsStr::from_bytes(&bad),
+            target.as_os_str(),
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains("lone backslash"), "{}", stderr(&o));
+        fs::remove_dir(&target).unwrap();
     });
 }

@@ -60,7 +60,7 @@ fn runtime_spec_mounts_round_trip() {
         assert_eq!(&spec.to_oci().unwrap(), m, "{spec:?}");
     }
     let data = MountSpec::try_from(&mounts[4]).unwrap();
-    assert_eq!((data.kind.as_str(), data.source.as_str()), ("bind", "/srv/data"));
+    assert_eq!((data.kind.as_str(), data.source.to_str().unwrap()), ("bind", "/srv/data"));
     assert_eq!(data.options_text(), "rbind,idmap,ro,uidmap=0:100000:65536,gidmap=0:200000:65536");
     let cache = MountSpec::try_from(&mounts[5]).unwrap();
     assert_eq!(cache.kind, "", "an absent type stays absent");

@@ -243,7 +243,7 @@ fn a_live_overlays_upper_or_work_is_refused_as_a_layer() {
                 .lower(p("l1"))
                 .upper(p("u"), p("w"))
                 .strategy(live)
-                .staging_dir(scratch)
+                .staging_dir(scratch.join("stage"))
                 .mount_at(&mnt)
                 .unwrap();
             let cases: [(&str, &dyn Fn() -> Overlay); 4] = [
@@ -254,7 +254,7 @@ fn a_live_overlays_upper_or_work_is_refused_as_a_layer() {
             ];
             for (name, make) in cases {
                 for s in all {
-                    let err = make().strategy(s).staging_dir(scratch).mount().map(drop).unwrap_err();
+                    let err = make().strategy(s).staging_dir(scratch.join("stage")).mount().map(drop).unwrap_err();
                     assert_eq!(
                         err.kind(),
                         ErrorKind::InvalidOverlay(OverlayProblem::InUse),
@@ -265,7 +265,7 @@ fn a_live_overlays_upper_or_work_is_refused_as_a_layer() {
                 }
             }
             guard.unmount().unwrap();
-            let o = Overlay::new().lower(p("u")).lower(p("w")).staging_dir(scratch);
+            let o = Overlay::new().lower(p("u")).lower(p("w")).staging_dir(scratch.join("stage"));
             o.mount_at(p("after")).unwrap().unmount().unwrap();
         });
     }
@@ -287,7 +287,7 @@ fn a_mount_onto_a_missing_target_is_refused_unless_asked() {
         let target = scratch.join("missing/mnt");
 
         for (option, mode) in [("X-mount.mkdir", 0o755), ("x-mount.mkdir=0700", 0o700), ("X-mount.mkdir=711", 0o711)] {
-            let spec = MountSpec::new("tmpfs", "tmpfs", &target).with_options(&format!("size=1m,{option}"));
+            let spec = MountSpec::new("tmpfs", "tmpfs", &target).with_options(format!("size=1m,{option}"));
             let guard = spec.mount().unwrap_or_else(|e| panic!("{option}: {e}"));
             let table = layermount::MountTable::current().unwrap();
             assert_eq!(table.mount_of(&target).unwrap().fs_type, "tmpfs", "{option}: mounted");

@@ -2,11 +2,14 @@
 
 mod common;
 
+use std::ffi::{OsStr, OsString};
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 
 use common::{owner, privileged};
-use layermount::{ErrorKind, IdMap, MountSpec, MountTable};
+use layermount::{ErrorKind, IdMap, MountSpec, MountTable, Overlay, OverlayOption};
 use proptest::prelude::*;
 
 fn option() -> impl Strategy<Value = String> {
@@ -21,8 +24,33 @@ fn option() -> impl Strategy<Value = String> {
     ]
 }
 
-fn not_idmap(o: &&String) -> bool {
-    !o.starts_with("uidmap=") && !o.starts_with("gidmap=")
+fn not_idmap(o: &&OsString) -> bool {
+    let b = o.as_bytes();
+    !b.starts_with(b"uidmap=") && !b.starts_with(b"gidmap=")
+}
+
+fn os(v: &[String]) -> Vec<OsString> {
+    v.iter().map(OsString::from).collect()
+}
+
+/// A path component with what option text treats specially: commas, colons, backslashes, `=`, newlines, spaces,
+/// and bytes that are not UTF-8.
+fn awkward_name() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(
+        prop_oneof![
+            Just(b','),
+            Just(b':'),
+            Just(b'\\'),
+            Just(b'='),
+            Just(b'\n'),
+            Just(b' '),
+            Just(0xffu8),
+            Just(0xc3u8),
+            b'a'..=b'z'
+        ],
+        1..12,
+    )
+    .prop_filter("not . or ..", |n| n != b"." && n != b"..")
 }
 
 proptest! {
@@ -30,29 +58,31 @@ proptest! {
     fn parse_then_render_keeps_every_option_in_order(opts in prop::collection::vec(option(), 0..12)) {
         let text = opts.join(",");
         let parsed = MountSpec::parse_options(&text);
-        prop_assert_eq!(&parsed, &opts);
+        prop_assert_eq!(&parsed, &os(&opts));
         let spec = MountSpec::new("overlay", "overlay", "/t").with_options(&text);
-        prop_assert_eq!(spec.options_text(), text);
+        prop_assert_eq!(spec.options_text(), OsString::from(text));
     }
 
     #[test]
     fn adding_an_idmap_never_drops_duplicates_or_reorders(opts in prop::collection::vec(option(), 0..12),
                                                          c in 0u32..1000, h in 1000u32..100000, n in 1u32..1000) {
         let map = IdMap::from_triples(&[(c, h, n)]).unwrap();
+        let opts = os(&opts);
         let mut spec = MountSpec::new("overlay", "overlay", "/t");
         spec.options = opts.clone();
         spec.set_idmap(&map, &map);
-        let before: Vec<&String> = opts.iter().filter(not_idmap).collect();
-        let after: Vec<&String> = spec.options.iter().filter(not_idmap).collect();
+        let before: Vec<&OsString> = opts.iter().filter(not_idmap).collect();
+        let after: Vec<&OsString> = spec.options.iter().filter(not_idmap).collect();
         prop_assert_eq!(before, after);
-        let uid: Vec<&String> = spec.options.iter().filter(|o| o.starts_with("uidmap=")).collect();
-        let gid: Vec<&String> = spec.options.iter().filter(|o| o.starts_with("gidmap=")).collect();
-        let (want_uid, want_gid) = (format!("uidmap={map}"), format!("gidmap={map}"));
+        let starts = |o: &&OsString, k: &str| o.as_bytes().starts_with(k.as_bytes());
+        let uid: Vec<&OsString> = spec.options.iter().filter(|o| starts(o, "uidmap=")).collect();
+        let gid: Vec<&OsString> = spec.options.iter().filter(|o| starts(o, "gidmap=")).collect();
+        let (want_uid, want_gid) = (OsString::from(format!("uidmap={map}")), OsString::from(format!("gidmap={map}")));
         prop_assert_eq!(uid, vec![&want_uid]);
         prop_assert_eq!(gid, vec![&want_gid]);
         // An idmap already present keeps its place among the other options.
-        let others_before = |list: &[String], key: &str| {
-            list.iter().position(|o| o.starts_with(key)).map(|i| list[..i].iter().filter(not_idmap).count())
+        let others_before = |list: &[OsString], key: &str| {
+            list.iter().position(|o| starts(&o, key)).map(|i| list[..i].iter().filter(not_idmap).count())
         };
         for key in ["uidmap=", "gidmap="] {
             if let Some(n) = others_before(&opts, key) {
@@ -63,6 +93,45 @@ proptest! {
         let once = spec.options.clone();
         spec.set_idmap(&map, &map);
         prop_assert_eq!(once, spec.options);
+    }
+
+    /// `Overlay::to_spec` writes layer paths with the one encoder; `MountSpec` reads them back byte for byte, through
+    /// the options' text too, whatever the paths hold.
+    #[test]
+    fn overlay_specs_round_trip_awkward_paths(names in prop::collection::vec(awkward_name(), 2..6),
+                                              data in prop::collection::vec(awkward_name(), 0..3),
+                                              maps in prop::collection::vec((0u32..1000, 1000u32..100000, 1u32..100), 1..3)) {
+        let dir = tempfile::tempdir().unwrap();
+        let make = |prefix: &str, n: &[u8]| -> PathBuf {
+            let mut name = prefix.as_bytes().to_vec();
+            name.extend_from_slice(n);
+            let p = dir.path().join(OsStr::from_bytes(&name));
+            fs::create_dir(&p).unwrap();
+            p
+        };
+        let lowers: Vec<PathBuf> = names.iter().enumerate().map(|(i, n)| make(&format!("l{i}"), n)).collect();
+        let datas: Vec<PathBuf> = data.iter().enumerate().map(|(i, n)| make(&format!("d{i}"), n)).collect();
+        let upper = make("u", &names[0]);
+        let work = make("w", &names[1]);
+        let mut overlay = Overlay::new().lowers(&lowers).upper(&upper, &work).option(OverlayOption::Index(false));
+        for d in &datas {
+            overlay = overlay.data_layer(d);
+        }
+        let spec = overlay.to_spec().unwrap();
+        let mut spec = MountSpec::new(spec.kind.clone(), spec.source.clone(), "/t").with_options(spec.options_text());
+        // A multi-range map (commas inside one option) survives the text form too.
+        let ranges: Vec<String> = maps.iter().enumerate().map(|(i, (c, h, n))| {
+            format!("{}:{}:{n}", c % 500 + 1000 * i as u32, h + 100000 * i as u32)
+        }).collect();
+        let map: IdMap = ranges.join(",").parse().unwrap();
+        spec.set_idmap(&map, &map);
+        let spec = MountSpec::new(spec.kind.clone(), spec.source.clone(), "/t").with_options(spec.options_text());
+        let (l, d) = spec.lower_layers().unwrap().unwrap();
+        prop_assert_eq!(l, lowers);
+        prop_assert_eq!(d, datas);
+        prop_assert_eq!(spec.options.len(), 6, "{:?}", spec.options);
+        prop_assert_eq!(&spec.options[4], &OsString::from(format!("uidmap={map}")));
+        spec.validate().unwrap();
     }
 }
 
@@ -95,7 +164,7 @@ fn overlay_spec_with_idmap_mounts() {
         fs::write(scratch.join("l2/f"), "2").unwrap();
         let s = |p: &str| scratch.join(p).display().to_string();
         fs::create_dir(scratch.join("root")).unwrap();
-        let mut spec = MountSpec::new("overlay", "overlay", scratch.join("root")).with_options(&format!(
+        let mut spec = MountSpec::new("overlay", "overlay", scratch.join("root")).with_options(format!(
             "lowerdir={}:{},upperdir={},workdir={},nodev,volatile",
             s("l2"),
             s("l1"),
@@ -130,7 +199,7 @@ fn bind_and_tmpfs_specs_mount() {
         let mk = scratch.join("made/by/spec");
         fs::create_dir(scratch.join("t")).unwrap();
         let tmpfs = MountSpec::new("tmpfs", "none", scratch.join("t"))
-            .with_options(&format!("size=1m,mode=0710,nodev,noexec,X-containerd.mkdir.path={}:0751:5:6", mk.display()));
+            .with_options(format!("size=1m,mode=0710,nodev,noexec,X-containerd.mkdir.path={}:0751:5:6", mk.display()));
         let guard = tmpfs.mount().unwrap();
         let meta = fs::metadata(&mk).unwrap();
         assert_eq!(meta.permissions().mode() & 0o7777, 0o751);
@@ -172,9 +241,9 @@ fn mkdir_path_leaves_nothing_when_the_mount_fails() {
             existing.display()
         );
         let failing = [
-            MountSpec::new("tmpfs", "none", &target).with_options(&format!("no_such_opt=1,{mkdirs}")),
+            MountSpec::new("tmpfs", "none", &target).with_options(format!("no_such_opt=1,{mkdirs}")),
             MountSpec::new("bind", scratch.join("missing").display().to_string(), &target).with_options(&mkdirs),
-            MountSpec::new("overlay", "overlay", &target).with_options(&format!(
+            MountSpec::new("overlay", "overlay", &target).with_options(format!(
                 "lowerdir={}:{},{mkdirs}",
                 scratch.join("nope1").display(),
                 scratch.join("nope2").display()
@@ -190,7 +259,7 @@ fn mkdir_path_leaves_nothing_when_the_mount_fails() {
             assert!(MountTable::current().unwrap().changes_since(&before).is_empty());
         }
         // A mount that succeeds keeps them, as asked.
-        let spec = MountSpec::new("tmpfs", "none", &target).with_options(&format!("size=1m,{mkdirs}"));
+        let spec = MountSpec::new("tmpfs", "none", &target).with_options(format!("size=1m,{mkdirs}"));
         spec.mount().unwrap().unmount().unwrap();
         assert_eq!(owner(&made), (5, 6));
         assert_eq!(owner(&existing), (7, 8));

@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 success, 1 the operation failed (one line on stderr: operation, path, cause), 2 usage error.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -10,7 +11,7 @@ mod demo;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use layermount::{
-    ApplyOptions, DEFAULT_STAGING_DIR, Features, Fixup, Fixups, IdMap, MountGuard, MountSpec, STAGING_DIR_ENV,
+    ApplyOptions, DEFAULT_STAGING_DIR, Features, Fixup, Fixups, IdMap, MountGuard, MountSpec, Overlay, STAGING_DIR_ENV,
     Strategy, SyncMode, WhiteoutMode, apply, audit, cleanup_stale, recover, remove_all, verify,
 };
 
@@ -37,7 +38,7 @@ enum Command {
         kind: Option<String>,
         /// Comma-separated options (repeatable), e.g. -o lowerdir=/l2:/l1,upperdir=/u,workdir=/w,nodev.
         #[arg(short = 'o', long = "options")]
-        options: Vec<String>,
+        options: Vec<OsString>,
         /// An overlay lower layer (repeatable, top-most first).
         #[arg(long = "lower", value_name = "DIR")]
         lowers: Vec<PathBuf>,
@@ -62,7 +63,7 @@ enum Command {
         mkdir: Option<Option<String>>,
         /// [SOURCE] TARGET (SOURCE defaults to the type's name).
         #[arg(num_args = 1..=2, required = true, value_name = "SOURCE TARGET")]
-        paths: Vec<String>,
+        paths: Vec<OsString>,
     },
     /// Detach-unmount the mount at TARGET (exits 1 if TARGET is not a mount point).
     Umount {
@@ -182,21 +183,9 @@ fn usage_error(msg: String) -> ! {
     Cli::command().error(clap::error::ErrorKind::ArgumentConflict, msg).exit()
 }
 
-/// Escape what overlay's option parser treats specially in a path.
-fn escape_path(p: &std::path::Path) -> String {
-    let mut out = String::new();
-    for c in p.to_string_lossy().chars() {
-        if matches!(c, '\\' | ':' | ',') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 struct MountArgs {
     kind: Option<String>,
-    options: Vec<String>,
+    options: Vec<OsString>,
     lowers: Vec<PathBuf>,
     upper: Option<PathBuf>,
     work: Option<PathBuf>,
@@ -204,7 +193,7 @@ struct MountArgs {
     gidmap: Option<IdMap>,
     strategy: StrategyArg,
     mkdir: Option<Option<String>>,
-    paths: Vec<String>,
+    paths: Vec<OsString>,
 }
 
 fn mount(a: MountArgs) -> layermount::Result<()> {
@@ -216,7 +205,7 @@ fn mount(a: MountArgs) -> layermount::Result<()> {
         (None, false) => usage_error("-t TYPE is required (or --lower for an overlay)".to_string()),
     };
     let (source, target) = match &a.paths[..] {
-        [target] => (kind.clone(), target.clone()),
+        [target] => (OsString::from(&kind), target.clone()),
         [source, target] => (source.clone(), target.clone()),
         _ => usage_error("expected [SOURCE] TARGET".to_string()),
     };
@@ -224,18 +213,18 @@ fn mount(a: MountArgs) -> layermount::Result<()> {
     for o in &a.options {
         spec = spec.with_options(o);
     }
-    if !a.lowers.is_empty() {
-        let joined: Vec<String> = a.lowers.iter().map(|l| escape_path(l)).collect();
-        spec.options.push(format!("lowerdir={}", joined.join(":")));
-    }
-    if let (Some(u), Some(w)) = (&a.upper, &a.work) {
-        spec.options.push(format!("upperdir={}", escape_path(u)));
-        spec.options.push(format!("workdir={}", escape_path(w)));
+    if overlay_flags {
+        // The layers' own options, written by the library's one encoder (paths are bytes, escaped).
+        let mut overlay = Overlay::new().lowers(&a.lowers);
+        if let (Some(u), Some(w)) = (&a.upper, &a.work) {
+            overlay = overlay.upper(u, w);
+        }
+        spec.options.extend(overlay.to_spec()?.options);
     }
     match &a.mkdir {
         None => {}
-        Some(None) => spec.options.push("X-mount.mkdir".to_string()),
-        Some(Some(mode)) => spec.options.push(format!("X-mount.mkdir={mode}")),
+        Some(None) => spec.options.push("X-mount.mkdir".into()),
+        Some(Some(mode)) => spec.options.push(format!("X-mount.mkdir={mode}").into()),
     }
     if let Some(uid) = &a.uidmap {
         spec.set_idmap(uid, a.gidmap.as_ref().unwrap_or(uid));

@@ -29,11 +29,11 @@
 //! processes left and removes their directories with `rmdir`, nothing else. The fast path attaches nothing and
 //! leaves nothing after a kill.
 
+mod describe;
 mod layers;
 mod staging;
 mod upper;
 
-use std::ffi::OsStr;
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -53,6 +53,7 @@ use crate::error::{Error, ErrorKind, OverlayProblem, Result};
 use crate::features::{Features, Strategy};
 use crate::fscontext::FsContext;
 use crate::guard::MountGuard;
+use crate::options;
 use crate::stack::ImageStack;
 use crate::tree::{DetachedTree, MountAttrs};
 use crate::userns::UserNamespace;
@@ -768,16 +769,6 @@ fn cstring_bytes(s: &[u8]) -> Result<std::ffi::CString> {
         .map_err(|_| Error::new(ErrorKind::InvalidInput, "compose overlay").with_detail("NUL in options"))
 }
 
-/// Escape `\`, `:` and `,` with a backslash, as overlay's option parser expects (bytes: a path need not be UTF-8).
-fn escape(p: &OsStr, out: &mut Vec<u8>) {
-    for &b in p.as_bytes() {
-        if matches!(b, b'\\' | b':' | b',') {
-            out.push(b'\\');
-        }
-        out.push(b);
-    }
-}
-
 /// `lowerdir=l1:l2::d1,upperdir=u,workdir=w,opts...`, paths made relative to `base` when given.
 fn legacy_options(all: &[Resolved], paths: &[PathBuf], base: Option<&Path>, options: &[OverlayOption]) -> Vec<u8> {
     let shown = |p: &Path, role: Role| -> PathBuf {
@@ -787,15 +778,14 @@ fn legacy_options(all: &[Resolved], paths: &[PathBuf], base: Option<&Path>, opti
             None => p.to_path_buf(),
         }
     };
+    let shown_role = |role: Role| {
+        let shown = &shown;
+        all.iter().zip(paths).filter(move |(r, _)| r.role == role).map(move |(r, p)| shown(p, r.role))
+    };
+    let (lowers, data): (Vec<PathBuf>, Vec<PathBuf>) =
+        (shown_role(Role::Lower).collect(), shown_role(Role::Data).collect());
     let mut out = b"lowerdir=".to_vec();
-    let mut first = true;
-    for (r, p) in all.iter().zip(paths).filter(|(r, _)| r.role.is_layer()) {
-        if !first {
-            out.extend_from_slice(if r.role == Role::Data { b"::" } else { b":" });
-        }
-        first = false;
-        escape(shown(p, r.role).as_os_str(), &mut out);
-    }
+    out.extend(options::join_layers(lowers.iter().map(|p| p.as_os_str()), data.iter().map(|p| p.as_os_str())));
     for (r, p) in all.iter().zip(paths) {
         let k = match r.role {
             Role::Upper => "upperdir",
@@ -803,9 +793,7 @@ fn legacy_options(all: &[Resolved], paths: &[PathBuf], base: Option<&Path>, opti
             _ => continue,
         };
         out.push(b',');
-        out.extend_from_slice(k.as_bytes());
-        out.push(b'=');
-        escape(shown(p, r.role).as_os_str(), &mut out);
+        out.extend_from_slice(options::path_option(k, shown(p, r.role).as_os_str()).as_bytes());
     }
     for o in options {
         out.push(b',');
