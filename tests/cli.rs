@@ -155,6 +155,41 @@ fn mount_and_umount_an_idmapped_overlay_with_every_strategy() {
     });
 }
 
+/// xfstests `overlay/065` through the command line: an overlay whose lower is the upper of a live overlay is
+/// refused (exit 1, one line naming the live mount), with every strategy.
+#[test]
+fn mount_refuses_a_live_overlays_upper_as_a_lower() {
+    common::privileged("mount_refuses_a_live_overlays_upper_as_a_lower", |scratch| {
+        for d in ["l1", "l2", "u", "w"] {
+            fs::create_dir(scratch.join(d)).unwrap();
+        }
+        let p = |s: &str| scratch.join(s).display().to_string();
+        let live =
+            ["mount", "--mkdir", "--lower", &p("l2"), "--lower", &p("l1"), "--upper", &p("u"), "--work", &p("w")];
+        let o = layermount(&[&live[..], &[&p("live")]].concat());
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        for strategy in ["fd", "fd-attached", "string", "legacy"] {
+            let o = layermount(&[
+                "mount",
+                "--mkdir",
+                "--strategy",
+                strategy,
+                "--lower",
+                &p("u"),
+                "--lower",
+                &p("l1"),
+                &p("second"),
+            ]);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(1), "{strategy}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(err.contains("in use") && err.contains(&format!("mounted at {}", p("live"))), "{strategy}: {err}");
+            assert!(!scratch.join("second").exists(), "{strategy}: no mount point left");
+        }
+        assert_eq!(layermount(&["umount", &p("live")]).status.code(), Some(0));
+    });
+}
+
 /// LTP `mount02`: mount(2) onto a missing mount point is ENOENT; mount(8) makes it only with `--mkdir[=MODE]` or
 /// `-o X-mount.mkdir[=MODE]` (util-linux; default mode 0755, parents too).
 #[test]
