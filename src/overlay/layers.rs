@@ -256,28 +256,41 @@ fn not_in_use(all: &[Resolved]) -> Result<()> {
     Ok(())
 }
 
-/// A live overlay's upper or work directory: (index into the table, key, directory, dev, ino).
+/// The calling thread's `mountinfo`, read with a buffer large enough for most tables at once.
+fn read_mountinfo() -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open("/proc/thread-self/mountinfo")?;
+    let mut text = Vec::with_capacity(64 * 1024);
+    f.read_to_end(&mut text)?;
+    Ok(text)
+}
+
+/// A live overlay's upper or work directory: (index into the live overlays, key, directory, dev, ino).
 type LiveDir = (usize, &'static str, PathBuf, (u32, u32), u64);
 
 /// The upper and work directories of the live overlays of this mount namespace, identified by `statx`.
 pub(crate) struct LiveDirs {
-    table: crate::mountinfo::MountTable,
+    overlays: Vec<crate::mountinfo::MountInfo>,
     dirs: Vec<LiveDir>,
 }
 
 impl LiveDirs {
-    /// `None` when there is no live overlay directory to compare with (or no mount table to read).
+    /// `None` when there is no live overlay directory to compare with (or no mount table to read). On every
+    /// compose, so the table is read in one or two `read`s and only overlay lines are parsed.
     pub(crate) fn read() -> Option<LiveDirs> {
-        let table = crate::mountinfo::MountTable::current().ok()?;
+        let text = read_mountinfo().ok()?;
+        let mut overlays = Vec::new();
         let mut dirs = Vec::new();
-        for (i, m) in table.mounts().iter().enumerate().filter(|(_, m)| m.fs_type == "overlay") {
+        for line in text.split(|&b| b == b'\n').filter(|l| l.windows(11).any(|w| w == b" - overlay ")) {
+            let Ok(m) = crate::mountinfo::MountInfo::parse_line(line) else { continue };
             for key in ["upperdir", "workdir"] {
                 let Some(dir) = m.super_option(key).map(Path::new).filter(|p| p.is_absolute()) else { continue };
                 let Ok(st) = rustix::fs::statx(CWD, dir, AtFlags::empty(), STATX_WANT) else { continue };
-                dirs.push((i, key, dir.to_path_buf(), (st.stx_dev_major, st.stx_dev_minor), st.stx_ino));
+                dirs.push((overlays.len(), key, dir.to_path_buf(), (st.stx_dev_major, st.stx_dev_minor), st.stx_ino));
             }
+            overlays.push(m);
         }
-        (!dirs.is_empty()).then_some(LiveDirs { table, dirs })
+        (!dirs.is_empty()).then_some(LiveDirs { overlays, dirs })
     }
 
     /// Refuse the directory `(dev, ino)` at `path` (its text; `real` tells where it really leads) if it is, or lies
@@ -300,7 +313,7 @@ impl LiveDirs {
                     _ => false,
                 };
             if same || inside {
-                let m = &self.table.mounts()[*i];
+                let m = &self.overlays[*i];
                 return Err(overlay_error(OverlayProblem::InUse, given).with_detail(format!(
                     "{} {} is {} the {key} of the overlay mounted at {} (mount id {}); the kernel would mount it with \
                      only a warning, and files seen through both mounts would be undefined",

@@ -1,0 +1,203 @@
+//! The ways of composing a container's root that the compose benchmark and the `bench_compose` example compare:
+//! each is one compose + teardown of an idmapped overlay with an upper, on a tmpfs the caller mounted.
+//!
+//! * [`flat`]: `Overlay` with every layer as a lower (the `fd` strategy on 6.15), user namespace from the cache.
+//! * [`stacked`]: `StackCache::compose` on a cache that already holds the image's stack (a hit): the container
+//!   overlay has ONE lower, the stack.
+//! * [`miss`]: the same on an empty cache: the stack is built, used once, and dropped with the cache.
+//! * [`raw`]: the fast path's syscalls written out by hand (open_tree + mount_setattr + openat + fsopen/fsconfig/
+//!   fsmount/move_mount + umount2) with the same cached user namespace: the floor of a flat compose.
+//! * [`containerd`]: a new user namespace per mount, attached temporary idmapped mounts (one per layer: containerd
+//!   2.0/2.1; one of the layers' common parent: 2.2), `mount(2)` with relative `lowerdir=` names after a chdir (as
+//!   containerd compacts), then unmount + rmdir of each.
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use layermount::{DetachedTree, IdMap, Overlay, StackCache, Strategy, UserNamespace};
+use rustix::fs::{CWD, Mode, OFlags};
+use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, UnmountFlags};
+
+/// An image of `n` layers in `store<n>`, and one container's upper, work and mount point.
+pub struct Setup {
+    pub store: PathBuf,
+    /// Top-most first, as overlay takes them.
+    pub layers: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub target: PathBuf,
+    pub scratch: PathBuf,
+}
+
+/// The map every way uses: container 0..65536 on host 100000...
+pub fn map() -> IdMap {
+    "0:100000:65536".parse().unwrap()
+}
+
+pub fn setup(scratch: &Path, n: usize) -> Setup {
+    let store = scratch.join(format!("store{n}"));
+    let mut layers: Vec<PathBuf> = (0..n)
+        .map(|i| {
+            let d = store.join(i.to_string());
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join(format!("f{i}")), "x").unwrap();
+            d
+        })
+        .collect();
+    layers.reverse();
+    let stage = scratch.join("stage");
+    if !stage.exists() {
+        std::os::unix::fs::DirBuilderExt::mode(&mut fs::DirBuilder::new(), 0o700).create(&stage).unwrap();
+    }
+    let s = container(scratch, &format!("c{n}"));
+    Setup { store, layers, upper: s.0, work: s.1, target: s.2, scratch: scratch.to_path_buf() }
+}
+
+/// Upper, work and mount point of one more container.
+pub fn container(scratch: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let d = scratch.join(name);
+    let (u, w, t) = (d.join("upper"), d.join("work"), d.join("rootfs"));
+    for p in [&u, &w, &t] {
+        fs::create_dir_all(p).unwrap();
+    }
+    (u, w, t)
+}
+
+pub fn flat(s: &Setup, map: &IdMap, strategy: Strategy) {
+    let ns = UserNamespace::cached(map, map).unwrap();
+    let o = Overlay::new().lowers(&s.layers).upper(&s.upper, &s.work).idmap(ns).strategy(strategy);
+    o.staging_dir(s.scratch.join("stage")).mount_at(&s.target).unwrap().unmount().unwrap();
+}
+
+/// One container on the cached stack, with its own upper/work/target.
+pub fn stacked_at(cache: &StackCache, s: &Setup, map: &IdMap, (upper, work, target): (&Path, &Path, &Path)) {
+    let ns = UserNamespace::cached(map, map).unwrap();
+    let (o, _) = cache.compose(&s.layers, Some(&ns)).unwrap();
+    o.upper(upper, work).mount_at(target).unwrap().unmount().unwrap();
+}
+
+pub fn stacked(cache: &StackCache, s: &Setup, map: &IdMap) {
+    stacked_at(cache, s, map, (&s.upper, &s.work, &s.target));
+}
+
+pub fn miss(s: &Setup, map: &IdMap) {
+    let cache = StackCache::default();
+    stacked(&cache, s, map);
+}
+
+pub fn raw(s: &Setup, map: &IdMap) {
+    let ns = UserNamespace::cached(map, map).unwrap();
+    let mut clone = DetachedTree::clone_path(&s.store, false).unwrap();
+    // One mount_setattr(MOUNT_ATTR_IDMAP): the library's thinnest wrapper, as the floor has no other way to it.
+    clone.idmap(&ns).unwrap();
+    let fds: Vec<OwnedFd> = s
+        .layers
+        .iter()
+        .map(|l| {
+            let name = l.file_name().unwrap();
+            rustix::fs::openat(&clone, name, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap()
+        })
+        .collect();
+    let ov = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).unwrap();
+    for fd in &fds {
+        rustix::mount::fsconfig_set_fd(&ov, "lowerdir+", fd).unwrap();
+    }
+    let u = rustix::fs::open(&s.upper, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
+    let w = rustix::fs::open(&s.work, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
+    rustix::mount::fsconfig_set_fd(&ov, "upperdir", &u).unwrap();
+    rustix::mount::fsconfig_set_fd(&ov, "workdir", &w).unwrap();
+    rustix::mount::fsconfig_create(&ov).unwrap();
+    let m = rustix::mount::fsmount(&ov, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty()).unwrap();
+    rustix::mount::move_mount(&m, "", CWD, &s.target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH).unwrap();
+    rustix::mount::unmount(&s.target, UnmountFlags::DETACH).unwrap();
+}
+
+/// containerd: a fresh user namespace, attached temporary idmapped mounts, `mount(2)`, then cleanup.
+pub fn containerd(s: &Setup, map: &IdMap, per_layer: bool) {
+    let ns = UserNamespace::new(map, map).unwrap();
+    let tmp = s.scratch.join("ctd-tmp");
+    fs::create_dir(&tmp).unwrap();
+    let mut mounted = Vec::new();
+    let name = |l: &PathBuf| l.file_name().unwrap().to_string_lossy().into_owned();
+    let lowerdir: Vec<String> = if per_layer {
+        s.layers
+            .iter()
+            .map(|l| {
+                let mut t = DetachedTree::clone_path(l, false).unwrap();
+                t.idmap(&ns).unwrap();
+                let at = tmp.join(name(l));
+                t.attach(&at).unwrap().leak();
+                mounted.push(at);
+                name(l)
+            })
+            .collect()
+    } else {
+        let mut t = DetachedTree::clone_path(&s.store, false).unwrap();
+        t.idmap(&ns).unwrap();
+        let at = tmp.join("s");
+        t.attach(&at).unwrap().leak();
+        mounted.push(at);
+        s.layers.iter().map(|l| format!("s/{}", name(l))).collect()
+    };
+    let data = format!("lowerdir={},upperdir={},workdir={}", lowerdir.join(":"), s.upper.display(), s.work.display());
+    assert!(data.len() < 4096, "{} bytes", data.len());
+    // containerd chdirs (in a forked helper) so the lowerdir names can be relative; this thread has its own cwd.
+    let cwd = std::env::current_dir().unwrap();
+    std::env::set_current_dir(&tmp).unwrap();
+    let mounted_ok = rustix::mount::mount(
+        "overlay",
+        &s.target,
+        "overlay",
+        rustix::mount::MountFlags::empty(),
+        &*std::ffi::CString::new(data).unwrap(),
+    );
+    std::env::set_current_dir(cwd).unwrap();
+    mounted_ok.unwrap();
+    rustix::mount::unmount(&s.target, UnmountFlags::DETACH).unwrap();
+    for at in mounted {
+        rustix::mount::unmount(&at, UnmountFlags::DETACH).unwrap();
+        fs::remove_dir(&at).unwrap();
+    }
+    fs::remove_dir(&tmp).unwrap();
+}
+
+/// `containers` containers of one image on its cached stack, composed and torn down on `threads` threads at once.
+pub fn concurrent_stacked(
+    cache: &StackCache,
+    s: &Setup,
+    map: &IdMap,
+    ctrs: &[(PathBuf, PathBuf, PathBuf)],
+    threads: usize,
+) {
+    std::thread::scope(|scope| {
+        for chunk in ctrs.chunks(ctrs.len().div_ceil(threads)) {
+            scope.spawn(move || {
+                for (u, w, t) in chunk {
+                    stacked_at(cache, s, map, (u, w, t));
+                }
+            });
+        }
+    });
+}
+
+/// The same containers composed flat (fd strategy), for comparison.
+pub fn concurrent_flat(s: &Setup, map: &IdMap, ctrs: &[(PathBuf, PathBuf, PathBuf)], threads: usize) {
+    std::thread::scope(|scope| {
+        for chunk in ctrs.chunks(ctrs.len().div_ceil(threads)) {
+            scope.spawn(move || {
+                for (u, w, t) in chunk {
+                    let ns = UserNamespace::cached(map, map).unwrap();
+                    let o = Overlay::new().lowers(&s.layers).upper(u, w).idmap(ns);
+                    o.mount_at(t).unwrap().unmount().unwrap();
+                }
+            });
+        }
+    });
+}
+
+/// Whether the forced strategy `s` can run here.
+pub fn supported(s: Strategy) -> bool {
+    layermount::Features::get().strategy() >= s
+}
