@@ -16,7 +16,8 @@ use crate::snapshotter::{Service, Snapshotter};
 const GRACE: Duration = Duration::from_secs(3);
 
 /// Serve `snapshotter` on the unix socket `address` until SIGTERM or SIGINT, then return `Ok` (the socket file is
-/// removed). A stale socket file at `address` is replaced; any other file there is an error.
+/// removed). A stale socket file at `address` is replaced; a socket someone listens on, or any other file, is an
+/// error.
 ///
 /// # Errors
 /// The socket cannot be bound, or the server fails.
@@ -25,6 +26,9 @@ pub async fn serve(snapshotter: Snapshotter, address: &Path) -> Result<()> {
     if let Ok(md) = std::fs::symlink_metadata(address) {
         if !md.file_type().is_socket() {
             return Err(Error::Internal(format!("{}: exists and is not a socket", address.display())));
+        }
+        if std::os::unix::net::UnixStream::connect(address).is_ok() {
+            return Err(Error::Internal(format!("{}: another server is listening there", address.display())));
         }
         std::fs::remove_file(address).map_err(|e| Error::io("remove stale socket", address, e))?;
     }

@@ -235,3 +235,30 @@ fn crash_at_every_step() {
         }
     });
 }
+
+/// The binary's contract: usage errors exit 2 with one line; a store another snapshotter holds, or a socket someone
+/// listens on, exit 1 with one line naming it; SIGTERM exits 0 (every test above stops it so).
+#[test]
+fn cli_contract() {
+    let bin = env!("CARGO_BIN_EXE_layermount-snapshotter");
+    let run = |args: &[&str]| std::process::Command::new(bin).args(args).output().unwrap();
+    for bad in [&[][..], &["--root"], &["--address", "/x"], &["--root", "/x", "--address", "/y", "--bogus"]] {
+        let out = run(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).starts_with("layermount-snapshotter: "), "{bad:?}");
+    }
+    assert_eq!(run(&["--help"]).status.code(), Some(0));
+    let dir = tempfile::tempdir().unwrap();
+    let first = Snapshotter::start(dir.path(), &[], &[]);
+    let root = first.root.to_str().unwrap();
+    let other_sock = dir.path().join("other.sock");
+    let out = run(&["--address", other_sock.to_str().unwrap(), "--root", root]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("metadata database"), "{out:?}");
+    let other_root = dir.path().join("other");
+    let out = run(&["--address", first.socket.to_str().unwrap(), "--root", other_root.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another server is listening"), "{out:?}");
+    let mut first = first;
+    first.stop_ok();
+}
