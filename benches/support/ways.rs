@@ -66,16 +66,26 @@ pub fn container(scratch: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 pub fn flat(s: &Setup, map: &IdMap, strategy: Strategy) {
+    flat_checked(s, map, strategy, true);
+}
+
+/// [`flat`], with or without the in-use check (a read of the mount table).
+pub fn flat_checked(s: &Setup, map: &IdMap, strategy: Strategy, in_use: bool) {
     let ns = UserNamespace::cached(map, map).unwrap();
-    let o = Overlay::new().lowers(&s.layers).upper(&s.upper, &s.work).idmap(ns).strategy(strategy);
+    let o = Overlay::new().lowers(&s.layers).upper(&s.upper, &s.work).idmap(ns).strategy(strategy).check_in_use(in_use);
     o.staging_dir(s.scratch.join("stage")).mount_at(&s.target).unwrap().unmount().unwrap();
 }
 
 /// One container on the cached stack, with its own upper/work/target.
 pub fn stacked_at(cache: &StackCache, s: &Setup, map: &IdMap, (upper, work, target): (&Path, &Path, &Path)) {
+    stacked_checked(cache, s, map, (upper, work, target), true);
+}
+
+/// [`stacked_at`], with or without the in-use check.
+pub fn stacked_checked(cache: &StackCache, s: &Setup, map: &IdMap, dirs: (&Path, &Path, &Path), in_use: bool) {
     let ns = UserNamespace::cached(map, map).unwrap();
     let (o, _) = cache.compose(&s.layers, Some(&ns)).unwrap();
-    o.upper(upper, work).mount_at(target).unwrap().unmount().unwrap();
+    o.upper(dirs.0, dirs.1).check_in_use(in_use).mount_at(dirs.2).unwrap().unmount().unwrap();
 }
 
 pub fn stacked(cache: &StackCache, s: &Setup, map: &IdMap) {

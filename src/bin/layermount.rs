@@ -11,8 +11,9 @@ mod demo;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use layermount::{
-    ApplyOptions, DEFAULT_STAGING_DIR, Features, Fixup, Fixups, IdMap, MountGuard, MountSpec, Overlay, STAGING_DIR_ENV,
-    Strategy, SyncMode, WhiteoutMode, apply, audit, cleanup_stale, recover, remove_all, verify,
+    ApplyOptions, Composition, DEFAULT_STAGING_DIR, Features, Fixup, Fixups, IdMap, MountGuard, MountSpec, Overlay,
+    STAGING_DIR_ENV, StackCache, StackLimits, StackOptions, Strategy, SyncMode, UserNamespace, WhiteoutMode, apply,
+    audit, cleanup_stale, recover, remove_all, verify,
 };
 
 #[derive(Parser, Debug)]
@@ -61,6 +62,11 @@ enum Command {
         /// mount(8)'s --mkdir; the same as -o X-mount.mkdir[=MODE]. Without it a missing TARGET is an error.
         #[arg(short = 'm', long = "mkdir", value_name = "MODE", num_args = 0..=1, require_equals = true)]
         mkdir: Option<Option<String>>,
+        /// Compose via an image stack: the --lower layers become one read-only (idmapped) overlay, the single
+        /// lower of the container's overlay; the stack lives as long as the mount. Needs --lower and --upper; -o is
+        /// not taken. Layers on an overlay cannot be stacked: then it composes flat and says so on stderr.
+        #[arg(long, requires_all = ["lowers", "upper"], conflicts_with = "options")]
+        stack: bool,
         /// [SOURCE] TARGET (SOURCE defaults to the type's name).
         #[arg(num_args = 1..=2, required = true, value_name = "SOURCE TARGET")]
         paths: Vec<OsString>,
@@ -193,12 +199,13 @@ struct MountArgs {
     gidmap: Option<IdMap>,
     strategy: StrategyArg,
     mkdir: Option<Option<String>>,
+    stack: bool,
     paths: Vec<OsString>,
 }
 
 fn mount(a: MountArgs) -> layermount::Result<()> {
     let overlay_flags = !a.lowers.is_empty() || a.upper.is_some();
-    let kind = match (a.kind, overlay_flags) {
+    let kind = match (a.kind.clone(), overlay_flags) {
         (Some(k), true) if k != "overlay" => usage_error(format!("--lower/--upper/--work need -t overlay, not -t {k}")),
         (Some(k), _) => k,
         (None, true) => "overlay".to_string(),
@@ -209,6 +216,9 @@ fn mount(a: MountArgs) -> layermount::Result<()> {
         [source, target] => (source.clone(), target.clone()),
         _ => usage_error("expected [SOURCE] TARGET".to_string()),
     };
+    if a.stack {
+        return mount_stacked(&a, target.into());
+    }
     let mut spec = MountSpec::new(kind, source, target);
     for o in &a.options {
         spec = spec.with_options(o);
@@ -231,6 +241,44 @@ fn mount(a: MountArgs) -> layermount::Result<()> {
     }
     let guard = spec.mount_with_strategy(a.strategy.0)?;
     guard.leak();
+    Ok(())
+}
+
+/// `mount --stack`: the layers as one image stack under the container's overlay. The stack is dropped when this
+/// returns; the overlay keeps its own reference to it in the kernel, so it lives as long as the mount.
+fn mount_stacked(a: &MountArgs, target: PathBuf) -> layermount::Result<()> {
+    if a.kind.as_deref().is_some_and(|k| k != "overlay") {
+        usage_error("--stack makes an overlay".to_string());
+    }
+    if !target.is_dir() {
+        match &a.mkdir {
+            None => {
+                return Err(layermount::Error::from_io("mount", &target, &std::io::Error::from_raw_os_error(2)));
+            }
+            Some(mode) => {
+                let mode = u32::from_str_radix(mode.as_deref().unwrap_or("755"), 8)
+                    .unwrap_or_else(|_| usage_error(format!("--mkdir: {mode:?} is not an octal mode")));
+                std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), mode)
+                    .create(&target)
+                    .map_err(|e| layermount::Error::from_io("mount: mkdir", &target, &e))?;
+            }
+        }
+    }
+    let ns = match &a.uidmap {
+        Some(uid) => Some(UserNamespace::cached(uid, a.gidmap.as_ref().unwrap_or(uid))?),
+        None => None,
+    };
+    let cache = StackCache::new(StackLimits::default(), StackOptions { strategy: a.strategy.0, ..Default::default() });
+    let (overlay, how) = cache.compose(&a.lowers, ns.as_ref())?;
+    if let Composition::Flat(why) = &how {
+        eprintln!("layermount: composed flat, not stacked: {why}");
+    }
+    let (Some(upper), Some(work)) = (&a.upper, &a.work) else { usage_error("--stack needs --upper".to_string()) };
+    let mut overlay = overlay.upper(upper, work);
+    if let Some(s) = a.strategy.0 {
+        overlay = overlay.strategy(s);
+    }
+    overlay.mount_at(&target)?.leak();
     Ok(())
 }
 
@@ -400,8 +448,8 @@ fn main() -> ExitCode {
             Ok(false) => return ExitCode::from(1),
             Err(e) => Err(e),
         },
-        Command::Mount { kind, options, lowers, upper, work, uidmap, gidmap, strategy, mkdir, paths } => {
-            mount(MountArgs { kind, options, lowers, upper, work, uidmap, gidmap, strategy, mkdir, paths })
+        Command::Mount { kind, options, lowers, upper, work, uidmap, gidmap, strategy, mkdir, stack, paths } => {
+            mount(MountArgs { kind, options, lowers, upper, work, uidmap, gidmap, strategy, mkdir, stack, paths })
         }
         Command::Umount { target } => umount(&target),
         Command::Apply { digest, whiteouts, sync, parents, file, dir } => {

@@ -205,6 +205,11 @@ pub(crate) fn open_error(role: Role, path: &Path, e: Errno) -> Error {
 
 /// The checks the kernel would make, made first so the caller gets a precise error and nothing is mounted.
 pub(crate) fn validate(all: &[Resolved]) -> Result<()> {
+    validate_with(all, true)
+}
+
+/// [`validate`], with the check against live overlays (a read of the mount table) only when `in_use`.
+pub(crate) fn validate_with(all: &[Resolved], in_use: bool) -> Result<()> {
     let mut seen: HashMap<((u32, u32), u64), &Resolved> = HashMap::with_capacity(all.len());
     for r in all {
         if let Some(first) = seen.insert((r.dev, r.ino), r) {
@@ -240,7 +245,7 @@ pub(crate) fn validate(all: &[Resolved]) -> Result<()> {
             }
         }
     }
-    not_in_use(all)
+    if in_use { not_in_use(all) } else { Ok(()) }
 }
 
 /// Refuse a directory that is, or lies inside, the upper or work directory of a live overlay of this mount
