@@ -110,8 +110,8 @@ impl MountSpec {
     /// # Errors
     /// [`ErrorKind::InvalidMountSpec`] when only one of `uidMappings`/`gidMappings` is given, when `uidmap=`/
     /// `gidmap=` options clash with them, when `idmap`/`ridmap` come without maps (the runtime-spec lets a runtime
-    /// use the container's own maps then: see [`from_oci_with_maps`](Self::from_oci_with_maps)), or when the
-    /// source is not UTF-8; [`ErrorKind::InvalidIdMap`] for a bad map.
+    /// use the container's own maps then: see [`from_oci_with_maps`](Self::from_oci_with_maps));
+    /// [`ErrorKind::InvalidIdMap`] for a bad map. The source is kept as bytes, UTF-8 or not.
     ///
     /// # Kernel
     /// Any: no system call ([`mount`](Self::mount) needs Linux 5.12 for `idmap`/`ridmap`).
@@ -195,7 +195,8 @@ impl MountSpec {
     /// is left out.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidMountSpec`] when the spec is not valid ([`validate`](Self::validate)).
+    /// [`ErrorKind::InvalidMountSpec`] when the spec is not valid ([`validate`](Self::validate)) or an option is
+    /// not UTF-8 (the runtime-spec's options are strings; a non-UTF-8 source is kept, as a path).
     ///
     /// # Kernel
     /// Any: no system call.

@@ -189,3 +189,14 @@ fn idmap_maps_the_top_mount_and_ridmap_every_mount() {
         common::umount(&sub);
     });
 }
+
+#[test]
+fn a_non_utf8_source_survives_both_ways() {
+    use std::os::unix::ffi::OsStrExt;
+    let source = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(b"/srv/layer-\xff,:\\x"));
+    let mut m = mount(r#"{"destination": "/d", "type": "bind", "options": ["rbind", "ro"]}"#);
+    m.set_source(Some(source.clone()));
+    let spec = MountSpec::from_oci(&m).unwrap();
+    assert_eq!(spec.source.as_bytes(), source.as_os_str().as_bytes());
+    assert_eq!(spec.to_oci().unwrap(), m);
+}
