@@ -17,7 +17,7 @@ use std::time::SystemTime;
 
 use containerd_snapshots::api::types::Mount;
 use containerd_snapshots::{Info, Usage};
-use layermount::{DetachedTree, IdMap, MountAttrs, Overlay, UserNamespace};
+use layermount::{DetachedTree, IdMap, MountAttrs, Overlay, StackCache, StackLimits, StackOptions, UserNamespace};
 
 use crate::compat;
 use crate::error::{Error, Result};
@@ -59,6 +59,8 @@ pub struct Snapshotter {
     root: PathBuf,
     store: Store,
     options: Options,
+    /// The images' idmapped layer stacks, shared by the composed roots of one image and mapping.
+    stacks: StackCache,
     /// Serializes the operations that change the store and the disk.
     lock: Mutex<()>,
 }
@@ -128,7 +130,9 @@ impl Snapshotter {
             }
         }
         let store = Store::open(&root.join("metadata.redb"))?;
-        let s = Self { root, store, options, lock: Mutex::new(()) };
+        let stack_options = StackOptions { staging_dir: Some(root.clone()), ..StackOptions::default() };
+        let stacks = StackCache::new(StackLimits::default(), stack_options);
+        let s = Self { root, store, options, stacks, lock: Mutex::new(()) };
         crate::reconcile::reconcile(&s)?;
         Ok(s)
     }
@@ -389,12 +393,18 @@ impl Snapshotter {
         let lowers: Vec<PathBuf> = chain.iter().map(|i| self.fs(*i)).collect();
         let guard = match (rec.kind, lowers.len()) {
             // An overlay needs a lower layer: a snapshot without parents gets the store's empty directory.
-            (Kind::Active, n) => Overlay::new()
-                .lowers(if n == 0 { vec![self.empty_dir()?] } else { lowers })
+            (Kind::Active, 0) => Overlay::new()
+                .lower(self.empty_dir()?)
                 .upper(self.fs(id), self.work(id))
                 .idmap(ns)
                 .staging_dir(&self.root)
                 .mount_at(&target)?,
+            // On the image's stack (its idmapped layers composed once per image and mapping), or flat where the
+            // kernel cannot stack them.
+            (Kind::Active, _) => {
+                let (overlay, _how) = self.stacks.compose(&lowers, Some(&ns))?;
+                overlay.upper(self.fs(id), self.work(id)).staging_dir(&self.root).mount_at(&target)?
+            }
             // Overlay refuses one lower layer without an upper: a view of one layer is an idmapped clone of it.
             (_, 0 | 1) => {
                 let mut tree = DetachedTree::clone_path(lowers.first().cloned().unwrap_or(self.fs(id)), false)?;
@@ -478,6 +488,10 @@ impl Snapshotter {
             self.crash_point("remove:after-release");
         }
         self.store.remove(key)?;
+        if rec.kind == Kind::Committed {
+            // Stacks hold layers open; those of a removed layer are idle (its children are gone) and go now.
+            self.stacks.clear();
+        }
         self.crash_point("remove:after-delete");
         let dir = self.dir(rec.id);
         if let Err(e) = layermount::remove_all(&dir) {

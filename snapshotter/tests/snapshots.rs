@@ -122,6 +122,9 @@ fn remove_refuses_while_root_in_use() {
         assert_eq!(owner(&root.join("home")), (101000, 101000));
         assert_eq!(owner(&root), (100000, 100000), "the upper belongs to the mapped root");
         std::fs::write(root.join("written"), "x").unwrap();
+        let table = layermount::MountTable::current().unwrap();
+        let composed = table.mounts().iter().find(|m| m.mount_point == root).expect("composed root mounted");
+        assert_eq!(composed.super_options.matches("lowerdir").count(), 1, "on the image's stack: {composed:?}");
         assert_eq!(c.mounts("ctr").unwrap(), m);
         // Maps of several extents, as containerd 2.x and `uidmap=` options write them.
         let split = "0:100000:1000,1000:101000:64536";
