@@ -41,6 +41,9 @@ pub enum ErrorKind {
     Breakout,
     /// A layer could not be applied, verified or recovered; the inner value says why.
     InvalidLayer(LayerProblem),
+    /// The filesystem changed under the operation: a mount was replaced (a guard or record no longer names the
+    /// mount at its path), or a directory was swapped while it was being used. Nothing was changed.
+    Race,
 }
 
 /// Why a layer could not be applied, verified or recovered.
@@ -349,6 +352,10 @@ impl fmt::Display for Error {
                 f.write_str("tree is already idmapped")?;
                 need_sep = true;
             }
+            ErrorKind::Race => {
+                f.write_str("changed under the operation")?;
+                need_sep = true;
+            }
             _ => {}
         }
         if let Some(d) = &self.detail {
@@ -394,6 +401,7 @@ impl From<Error> for std::io::Error {
             | ErrorKind::InvalidMountSpec => std::io::ErrorKind::InvalidInput,
             ErrorKind::Breakout | ErrorKind::InvalidLayer(_) => std::io::ErrorKind::InvalidData,
             ErrorKind::MountBoundary => std::io::ErrorKind::ResourceBusy,
+            ErrorKind::Race => std::io::ErrorKind::ResourceBusy,
             _ => match e.errno {
                 Some(n) => std::io::Error::from_raw_os_error(n).kind(),
                 None => std::io::ErrorKind::Other,

@@ -68,7 +68,7 @@ mod test_common;
 pub use error::{Error, ErrorKind, IdMapProblem, LayerProblem, OverlayProblem, Result};
 pub use features::{Features, STRATEGY_ENV, Strategy, idmap_supported};
 pub use fscontext::FsContext;
-pub use guard::MountGuard;
+pub use guard::{MountGuard, MountRecord};
 pub use idmap::{IdMap, IdRange, MAX_EXTENTS};
 pub use layer::{
     AppliedLayer, ApplyOptions, ApplyStats, AuditFinding, AuditProblem, Compression, DeviceMode, RecoverReport,

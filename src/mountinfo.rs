@@ -179,6 +179,37 @@ pub(crate) fn mount_id_of(dirfd: impl std::os::fd::AsFd, name: &Path) -> rustix:
     Ok(st.stx_mnt_id)
 }
 
+/// `STATX_MNT_ID_UNIQUE` (Linux 6.8): a 64-bit mount id never reused while the system runs.
+const STATX_MNT_ID_UNIQUE: u32 = 0x4000;
+
+/// Who a mount is: its id as `mountinfo` shows it (reused after an unmount), its never-reused id where the kernel
+/// has one (Linux 6.8), and the device of its filesystem (which every other mount of the same filesystem shares).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MountIdentity {
+    pub id: u64,
+    pub unique: Option<u64>,
+    pub device: (u32, u32),
+}
+
+/// The identity of the mount `name` (under `dirfd`; empty: `dirfd` itself) is on; symlinks are not followed.
+pub(crate) fn mount_identity(dirfd: impl std::os::fd::AsFd, name: &Path) -> rustix::io::Result<MountIdentity> {
+    let flags = if name.as_os_str().is_empty() {
+        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW
+    } else {
+        AtFlags::SYMLINK_NOFOLLOW
+    };
+    let dirfd = dirfd.as_fd();
+    let st = rustix::fs::statx(dirfd, name, flags, StatxFlags::MNT_ID)?;
+    if st.stx_mask & StatxFlags::MNT_ID.bits() == 0 {
+        return Err(rustix::io::Errno::NOSYS);
+    }
+    let unique = rustix::fs::statx(dirfd, name, flags, StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE))
+        .ok()
+        .filter(|u| u.stx_mask & STATX_MNT_ID_UNIQUE != 0)
+        .map(|u| u.stx_mnt_id);
+    Ok(MountIdentity { id: st.stx_mnt_id, unique, device: (st.stx_dev_major, st.stx_dev_minor) })
+}
+
 /// How many times this thread read the mount table (tests count them).
 #[cfg(test)]
 pub(crate) fn reads() -> u64 {

@@ -10,7 +10,7 @@ use rustix::mount::{MoveMountFlags, OpenTreeFlags};
 
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::guard::MountGuard;
-use crate::mountinfo::{MountTable, mount_id_of};
+use crate::mountinfo::{MountTable, mount_id_of, mount_identity};
 use crate::sys;
 use crate::userns::UserNamespace;
 
@@ -441,8 +441,8 @@ impl DetachedTree {
             });
         }
         // The fd now names the attached mount; its id is how the guard knows the mount is still its own.
-        let mount_id = mount_id_of(&self.fd, Path::new("")).ok();
-        Ok(MountGuard::new(target.to_path_buf(), mount_id, created))
+        let identity = mount_identity(&self.fd, Path::new("")).ok();
+        Ok(MountGuard::new(target.to_path_buf(), identity, created))
     }
 }
 

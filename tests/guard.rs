@@ -56,7 +56,7 @@ fn unmount_refuses_a_mount_stacked_on_top() {
         common::mount_tmpfs(&mnt); // someone else's mount on top of ours
         fs::write(mnt.join("theirs"), b"t").unwrap();
         let err = guard.unmount().unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        assert_eq!(err.kind(), ErrorKind::Race, "{err}");
         assert!(err.to_string().contains("not the one this guard attached"), "{err}");
         assert_eq!(fs::read(mnt.join("theirs")).unwrap(), b"t", "their mount is untouched");
         common::umount(&mnt);
@@ -97,5 +97,90 @@ fn attach_failure_leaves_nothing() {
         let err = tree.attach(scratch.join("file")).unwrap_err();
         assert_eq!(err.operation(), "attach", "{err}");
         assert!(scratch.join("file").is_file());
+    });
+}
+
+/// A mount handed over as a record is torn down by another process (the CLI here): it checks the mount is still
+/// the recorded one, detaches it and removes the mount point the crate made. A record whose mount was replaced is
+/// refused and the new mount is left alone.
+#[cfg(feature = "cli")]
+#[test]
+fn a_record_is_torn_down_by_another_process_and_a_replaced_mount_is_refused() {
+    privileged("a_record_is_torn_down_by_another_process_and_a_replaced_mount_is_refused", |scratch| {
+        let cli = |args: &[&std::ffi::OsStr]| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_layermount")).args(args).output().unwrap()
+        };
+        let src = src_with_file(scratch);
+        let mnt = scratch.join("made-by-attach");
+        let guard = DetachedTree::clone_path(&src, false).unwrap().attach(&mnt).unwrap();
+        let record = guard.record().expect("statx gives mount ids here");
+        assert!(record.created_dir());
+        let decoded = layermount::MountRecord::decode(&record.encode()).unwrap();
+        assert_eq!(decoded, record);
+        let file = scratch.join("rootfs.record");
+        fs::write(&file, record.encode()).unwrap();
+        guard.leak();
+        let o = cli(&["umount".as_ref(), "--record".as_ref(), file.as_os_str()]);
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(!mnt.exists(), "unmounted, and the mount point the crate made is gone");
+
+        // The recorded mount is gone and another is in its place: refused, the other mount kept.
+        let guard = DetachedTree::clone_path(&src, false).unwrap().attach(&mnt).unwrap();
+        fs::write(&file, guard.record().unwrap().encode()).unwrap();
+        guard.unmount().unwrap();
+        fs::create_dir(&mnt).unwrap();
+        common::mount_tmpfs(&mnt);
+        fs::write(mnt.join("theirs"), "t").unwrap();
+        let err =
+            MountGuard::adopt_record(&layermount::MountRecord::decode(&fs::read(&file).unwrap()).unwrap()).unwrap_err();
+        assert_eq!(err.kind(), layermount::ErrorKind::Race, "{err}");
+        let o = cli(&["umount".as_ref(), "--record".as_ref(), file.as_os_str()]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("is not the recorded one"), "{o:?}");
+        assert_eq!(fs::read(mnt.join("theirs")).unwrap(), b"t", "their mount is untouched");
+        common::umount(&mnt);
+        fs::remove_dir(&mnt).unwrap();
+    });
+}
+
+/// `other_mounts` finds every other mount of a composed root: a bind in this namespace, and the root of a process
+/// in a mount namespace of its own (as a container's is), named by a path that reaches it.
+#[test]
+fn other_mounts_of_a_composed_root_are_found_in_every_namespace() {
+    privileged("other_mounts_of_a_composed_root_are_found_in_every_namespace", |scratch| {
+        let src = src_with_file(scratch);
+        let l2 = scratch.join("l2");
+        fs::create_dir(&l2).unwrap();
+        let root = scratch.join("rootfs");
+        let guard = layermount::Overlay::new().lower(&l2).lower(&src).mount_at(&root).unwrap();
+        let record = guard.record().unwrap();
+        assert_eq!(record.other_mounts().unwrap(), Vec::<std::path::PathBuf>::new(), "only the recorded mount");
+        let bind = scratch.join("bind");
+        fs::create_dir(&bind).unwrap();
+        common::bind(&root, &bind);
+        assert_eq!(record.other_mounts().unwrap(), std::slice::from_ref(&bind));
+        common::umount(&bind);
+        // A process in a new mount namespace holds a copy of the mount, as a container holds its root.
+        let mut child = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sleep", "60"])
+            .spawn()
+            .expect("unshare (util-linux)");
+        let pid = child.id();
+        let expect =
+            std::path::Path::new("/proc").join(pid.to_string()).join("root").join(root.strip_prefix("/").unwrap());
+        let mut found = Vec::new();
+        for _ in 0..200 {
+            found = record.other_mounts().unwrap();
+            if !found.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(found, [expect], "the other namespace's copy is named through its process");
+        assert_eq!(record.other_mounts().unwrap(), Vec::<std::path::PathBuf>::new(), "gone with its namespace");
+        guard.unmount().unwrap();
+        fs::remove_dir(&bind).unwrap();
     });
 }

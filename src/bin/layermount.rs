@@ -73,8 +73,13 @@ enum Command {
     },
     /// Detach-unmount the mount at TARGET (exits 1 if TARGET is not a mount point).
     Umount {
-        /// The mount point.
-        target: PathBuf,
+        /// The mount point (or give --record).
+        #[arg(required_unless_present = "record", conflicts_with = "record")]
+        target: Option<PathBuf>,
+        /// Unmount the mount a record file describes (written by a program with `MountRecord::encode`), after
+        /// checking it is still that very mount; the mount point is removed too if the crate made it.
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
     },
     /// Apply an OCI layer (tar, tar+gzip or tar+zstd, from FILE or - for stdin) into the new directory DIR and
     /// commit it; prints the diff_id. DIR must not exist; it appears only when complete.
@@ -398,8 +403,15 @@ fn cleanup(dir: Option<PathBuf>) -> layermount::Result<bool> {
     Ok(report.kept.is_empty())
 }
 
-fn umount(target: &std::path::Path) -> layermount::Result<()> {
-    MountGuard::adopt(target)?.unmount()
+fn umount(target: Option<&std::path::Path>, record: Option<&std::path::Path>) -> layermount::Result<()> {
+    match (target, record) {
+        (Some(target), _) => MountGuard::adopt(target)?.unmount(),
+        (None, Some(file)) => {
+            let bytes = std::fs::read(file).map_err(|e| layermount::Error::from_io("read mount record", file, &e))?;
+            MountGuard::adopt_record(&layermount::MountRecord::decode(&bytes)?)?.unmount()
+        }
+        (None, None) => usage_error("expected TARGET or --record FILE".to_string()),
+    }
 }
 
 fn json_string(s: &str) -> String {
@@ -451,7 +463,7 @@ fn main() -> ExitCode {
         Command::Mount { kind, options, lowers, upper, work, uidmap, gidmap, strategy, mkdir, stack, paths } => {
             mount(MountArgs { kind, options, lowers, upper, work, uidmap, gidmap, strategy, mkdir, stack, paths })
         }
-        Command::Umount { target } => umount(&target),
+        Command::Umount { target, record } => umount(target.as_deref(), record.as_deref()),
         Command::Apply { digest, whiteouts, sync, parents, file, dir } => {
             apply_layer(digest, &whiteouts, &sync, parents, &file, &dir)
         }
