@@ -374,27 +374,33 @@ fn apply_agrees_with_the_peers_from_the_command_line() {
     });
 }
 
+/// `layermount rm` of a chain of `depth` directories, under the resource limit `limit` (a prlimit option).
+fn rm_deep_tree_limited(scratch: &std::path::Path, depth: usize, limit: &str) {
+    use rustix::fs::{Mode, OFlags};
+    let top = scratch.join("deep");
+    fs::create_dir(&top).unwrap();
+    let mut fd = rustix::fs::open(&top, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+    for _ in 0..depth {
+        rustix::fs::mkdirat(&fd, "d", Mode::from_raw_mode(0o755)).unwrap();
+        fd = rustix::fs::openat(&fd, "d", OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+    }
+    drop(fd);
+    let o = Command::new("prlimit")
+        .args([limit, "--"])
+        .arg(env!("CARGO_BIN_EXE_layermount"))
+        .arg("rm")
+        .arg(&top)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{limit}: {}", stderr(&o));
+    assert!(!top.exists());
+}
+
 #[test]
 fn rm_removes_a_tree_deeper_than_its_fd_limit() {
+    // 2000 levels, 100 descriptors allowed.
     common::privileged("rm_removes_a_tree_deeper_than_its_fd_limit", |scratch| {
-        use rustix::fs::{Mode, OFlags};
-        let top = scratch.join("deep");
-        fs::create_dir(&top).unwrap();
-        let mut fd = rustix::fs::open(&top, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
-        for _ in 0..2000 {
-            rustix::fs::mkdirat(&fd, "d", Mode::from_raw_mode(0o755)).unwrap();
-            fd = rustix::fs::openat(&fd, "d", OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
-        }
-        // 2000 levels, 100 descriptors allowed.
-        let o = Command::new("prlimit")
-            .args(["--nofile=100", "--"])
-            .arg(env!("CARGO_BIN_EXE_layermount"))
-            .arg("rm")
-            .arg(&top)
-            .output()
-            .unwrap();
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        assert!(!top.exists());
+        rm_deep_tree_limited(scratch, 2000, "--nofile=100")
     });
 }
 
@@ -403,24 +409,7 @@ fn rm_removes_a_tree_deeper_than_its_fd_limit() {
 #[test]
 fn rm_removes_a_deep_tree_in_little_memory() {
     common::privileged("rm_removes_a_deep_tree_in_little_memory", |scratch| {
-        use rustix::fs::{Mode, OFlags};
-        let top = scratch.join("deep");
-        fs::create_dir(&top).unwrap();
-        let mut fd = rustix::fs::open(&top, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
-        for _ in 0..20_000 {
-            rustix::fs::mkdirat(&fd, "d", Mode::from_raw_mode(0o755)).unwrap();
-            fd = rustix::fs::openat(&fd, "d", OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
-        }
-        drop(fd);
-        let o = Command::new("prlimit")
-            .args(["--as=67108864", "--"])
-            .arg(env!("CARGO_BIN_EXE_layermount"))
-            .arg("rm")
-            .arg(&top)
-            .output()
-            .unwrap();
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        assert!(!top.exists());
+        rm_deep_tree_limited(scratch, 20_000, "--as=67108864")
     });
 }
 
