@@ -129,6 +129,12 @@ impl Snapshotter {
                 mkdir(&dir, 0o711)?;
             }
         }
+        // The startup step of a daemon that composes with a fallback strategy: sweep the read-only staging mounts a
+        // killed predecessor left (detach + rmdir only).
+        let stale = layermount::cleanup_stale(root.join("staging"))?;
+        for (path, why) in &stale.kept {
+            eprintln!("layermount-snapshotter: stale staging entry {} left: {why}", path.display());
+        }
         let store = Store::open(&root.join("metadata.redb"))?;
         let stack_options = StackOptions { staging_dir: Some(root.clone()), ..StackOptions::default() };
         let stacks = StackCache::new(StackLimits::default(), stack_options);
@@ -397,7 +403,7 @@ impl Snapshotter {
                 .lower(self.empty_dir()?)
                 .upper(self.fs(id), self.work(id))
                 .idmap(ns)
-                .staging_dir(&self.root)
+                .staging_dir(self.root.join("staging"))
                 .mount_at(&target)?,
             // On the image's stack (its idmapped layers composed once per image and mapping), or flat where the
             // kernel cannot stack them.
@@ -416,7 +422,7 @@ impl Snapshotter {
                 .lowers(&lowers)
                 .idmap(ns)
                 .attrs(MountAttrs::RDONLY)
-                .staging_dir(&self.root)
+                .staging_dir(self.root.join("staging"))
                 .mount_at(&target)?,
         };
         let record = compat::record(guard)?;
