@@ -117,6 +117,9 @@ pub struct Features {
     pub overlay_lowerdir_fd: bool,
     /// overlay accepts `O_PATH` fds of directories inside a detached idmapped clone (Linux 6.15).
     pub overlay_detached_layers: bool,
+    /// A detached read-only overlay given by fd is accepted as a lower layer of another overlay with an upper: what
+    /// an [`ImageStack`](crate::ImageStack) needs to stay detached (Linux 6.15; before, a stack is kept attached).
+    pub overlay_stack: bool,
 }
 
 fn syscall_exists(r: rustix::io::Result<impl Sized>) -> bool {
@@ -155,6 +158,25 @@ fn probe_lowerdir_strings(tmp: &DetachedTree) -> Result<()> {
 
 fn probe_lowerdir_fds(tmp: &DetachedTree) -> Result<()> {
     overlay_with(&[tmp.open_dir_readable("a")?, tmp.open_dir_readable("b")?])
+}
+
+/// A detached overlay of `a` and `b` as the lower of an overlay with `c` as upper and `d` as work.
+fn probe_stack() -> Result<bool> {
+    let tmp = scratch_tmpfs()?;
+    for d in ["c", "d"] {
+        rustix::fs::mkdirat(&tmp, d, Mode::from_raw_mode(0o755))
+            .map_err(|e| Error::os("probe: mkdir", e).with_path(d))?;
+    }
+    let mut ov = FsContext::open("overlay")?;
+    ov.set_fd("lowerdir+", tmp.open_dir("a")?.as_fd())?;
+    ov.set_fd("lowerdir+", tmp.open_dir("b")?.as_fd())?;
+    ov.create()?;
+    let stack = ov.mount()?;
+    let mut top = FsContext::open("overlay")?;
+    top.set_fd("lowerdir+", stack.as_fd())?;
+    top.set_fd("upperdir", tmp.open_dir("c")?.as_fd())?;
+    top.set_fd("workdir", tmp.open_dir("d")?.as_fd())?;
+    Ok(top.create().is_ok())
 }
 
 fn probe_detached_layers(ns: &UserNamespace) -> Result<bool> {
@@ -219,6 +241,7 @@ impl Features {
             overlay_lowerdir_plus: false,
             overlay_lowerdir_fd: false,
             overlay_detached_layers: false,
+            overlay_stack: false,
         };
         if !(privileged && new_mount_api) {
             return f;
@@ -238,6 +261,7 @@ impl Features {
         f.overlay_detached_layers = f.overlay_lowerdir_fd
             && f.idmap_tmpfs
             && ns.as_ref().is_some_and(|ns| probe_detached_layers(ns).unwrap_or(false));
+        f.overlay_stack = f.overlay_detached_layers && probe_stack().unwrap_or(false);
         f
     }
 
@@ -271,6 +295,7 @@ impl Features {
         let mut f = self.clone();
         if strategy < Strategy::DetachedFds {
             f.overlay_detached_layers = false;
+            f.overlay_stack = false;
             f.open_tree_attr = false;
         }
         if strategy < Strategy::AttachedFds {
@@ -290,7 +315,7 @@ impl Features {
     ///     println!("{name}: {}", if yes { "yes" } else { "no" });
     /// }
     /// ```
-    pub fn list(&self) -> [(&'static str, bool); 10] {
+    pub fn list(&self) -> [(&'static str, bool); 11] {
         [
             ("privileged", self.privileged),
             ("new_mount_api", self.new_mount_api),
@@ -302,6 +327,7 @@ impl Features {
             ("overlay_lowerdir_plus", self.overlay_lowerdir_plus),
             ("overlay_lowerdir_fd", self.overlay_lowerdir_fd),
             ("overlay_detached_layers", self.overlay_detached_layers),
+            ("overlay_stack", self.overlay_stack),
         ]
     }
 }

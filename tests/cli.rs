@@ -3,6 +3,7 @@
 
 mod common;
 
+use layermount::MountTable;
 use std::fs;
 use std::process::{Command, Output};
 
@@ -501,5 +502,74 @@ fn mount_takes_awkward_layer_paths_and_multi_range_maps() {
         assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
         assert!(stderr(&o).contains("lone backslash"), "{}", stderr(&o));
         fs::remove_dir(&target).unwrap();
+    });
+}
+
+/// `mount --stack`: the layers composed as one image stack under the container's overlay, with every strategy; the
+/// stack lives as long as the mount (the command has exited: only the container's overlay is in the table).
+#[test]
+fn mount_stack_with_every_strategy() {
+    for args in [
+        &["mount", "--stack", "--lower", "/a", "--lower", "/b", "/t"][..],
+        &["mount", "--stack", "-o", "ro", "--lower", "/a", "--upper", "/u", "--work", "/w", "/t"],
+    ] {
+        let o = layermount(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+    }
+    common::privileged("mount_stack_with_every_strategy", |scratch| {
+        for d in ["l1", "l2", "u", "w"] {
+            fs::create_dir(scratch.join(d)).unwrap();
+        }
+        fs::write(scratch.join("l1/f"), "bottom").unwrap();
+        fs::write(scratch.join("l2/g"), "top").unwrap();
+        let p = |s: &str| scratch.join(s).display().to_string();
+        let target = p("root");
+        for strategy in ["auto", "fd", "fd-attached", "string", "legacy"] {
+            let o = layermount(&[
+                "mount",
+                "--stack",
+                "--mkdir",
+                "--lower",
+                &p("l2"),
+                "--lower",
+                &p("l1"),
+                "--upper",
+                &p("u"),
+                "--work",
+                &p("w"),
+                "--uidmap",
+                "0:100000:65536",
+                "--strategy",
+                strategy,
+                &target,
+            ]);
+            assert_eq!(o.status.code(), Some(0), "{strategy}: {}", stderr(&o));
+            assert!(stderr(&o).is_empty(), "{strategy}: stacked, nothing said: {}", stderr(&o));
+            assert_eq!(fs::read_to_string(scratch.join("root/f")).unwrap(), "bottom", "{strategy}");
+            assert_eq!(common::owner(&scratch.join("root/g")), (100000, 100000), "{strategy}");
+            fs::write(scratch.join("root/new"), strategy).unwrap();
+            let overlays = MountTable::current().unwrap().mounts().iter().filter(|m| m.fs_type == "overlay").count();
+            assert_eq!(overlays, 1, "{strategy}: the stack is held by the container's overlay, attached nowhere");
+            let o = layermount(&["umount", &target]);
+            assert_eq!(o.status.code(), Some(0), "{strategy}: {}", stderr(&o));
+            assert_eq!(fs::read_to_string(scratch.join("u/new")).unwrap(), strategy);
+            fs::remove_dir(&target).unwrap();
+        }
+        // A missing layer: exit 1, one line.
+        let o = layermount(&[
+            "mount",
+            "--stack",
+            "--mkdir",
+            "--lower",
+            &p("nope"),
+            "--upper",
+            &p("u"),
+            "--work",
+            &p("w"),
+            &target,
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+        let _ = fs::remove_dir(&target);
     });
 }

@@ -181,11 +181,8 @@ fn flat_and_stacked_agree(level: Strategy) {
         let opts = StackOptions { strategy: Some(level), staging_dir: Some(stage.clone()), ..StackOptions::default() };
         let stack = ImageStack::build_with(&layers, Some(&ns()), &opts).unwrap();
         assert_eq!(stack.strategy(), level);
-        assert_eq!(
-            stack.attached_at().is_none(),
-            level == Strategy::DetachedFds,
-            "only 6.15 layers take detached stacks"
-        );
+        let detached = level == Strategy::DetachedFds && layermount::Features::get().overlay_stack;
+        assert_eq!(stack.attached_at().is_none(), detached, "detached only where the probe says the kernel takes it");
         let (su, sw, sm) = ctr("stacked");
         let stacked = Overlay::new()
             .lower_stack(&stack)
@@ -453,6 +450,48 @@ fn dropping_a_stack_under_a_writing_container() {
             let overlays = MountTable::current().unwrap().mounts().iter().filter(|m| m.fs_type == "overlay").count();
             assert_eq!(overlays, 1, "only the container's overlay is in the mount table");
             guard.unmount().unwrap();
+        }
+    });
+}
+
+/// Which kernels hold a stack how, asked of the probe: where `overlay_stack` is missing (or turned off, as here, to
+/// run that path on a new kernel) a `DetachedFds` stack stays attached under the staging directory, and containers
+/// on it work the same.
+#[test]
+fn a_kernel_without_detached_stacks_keeps_them_attached() {
+    privileged("a_kernel_without_detached_stacks_keeps_them_attached", |scratch| {
+        let f = layermount::Features::get().clone();
+        if !f.overlay_stack {
+            eprintln!("note: this kernel lacks overlay_stack (a detached overlay as a layer): stacks stay attached");
+        }
+        let mut without = f.clone();
+        without.overlay_stack = false;
+        let layers = image(&scratch.join("store"));
+        let stage = private_dir(&scratch.join("stage"));
+        let strategy = f.strategy();
+        let opts = StackOptions { features: Some(without), staging_dir: Some(stage.clone()), ..Default::default() };
+        let stack = ImageStack::build_with(&layers, Some(&ns()), &opts).unwrap();
+        assert_eq!(stack.strategy(), strategy);
+        let at = stack.attached_at().expect("attached without overlay_stack").to_path_buf();
+        assert!(at.starts_with(&stage));
+        assert_eq!(MountTable::current().unwrap().mount_of(&at).unwrap().fs_type, "overlay");
+        let d = scratch.join("ctr");
+        fs::create_dir_all(d.join("u")).unwrap();
+        fs::create_dir_all(d.join("w")).unwrap();
+        let g = Overlay::new()
+            .lower_stack(&stack)
+            .upper(d.join("u"), d.join("w"))
+            .idmap(ns())
+            .mount_at(d.join("r"))
+            .unwrap();
+        assert_eq!(fs::read_to_string(d.join("r/a")).unwrap(), "A");
+        drop(stack);
+        assert!(!at.exists(), "the attached stack and its directory go with the last handle");
+        assert_eq!(fs::read_to_string(d.join("r/t/deep/file")).unwrap(), "t", "the container keeps its lower");
+        g.unmount().unwrap();
+        if f.overlay_stack && strategy == Strategy::DetachedFds {
+            let stack = ImageStack::build(&layers, Some(&ns())).unwrap();
+            assert!(stack.attached_at().is_none(), "the probe says detached stacks work here");
         }
     });
 }

@@ -178,6 +178,9 @@ impl ImageStack {
             overlay = overlay.strategy(s);
         }
         let strategy = overlay.chosen_strategy()?;
+        let features = options.features.clone().unwrap_or_else(|| Features::get().clone());
+        // Detached only where the kernel takes a detached overlay as a layer (the probe says, not the version).
+        let detached = strategy == Strategy::DetachedFds && features.overlay_stack;
         let staging_parent = options.staging_dir.clone().unwrap_or_else(default_staging_dir);
         let tree = if layers.len() == 1 {
             // One layer needs no overlay: its idmapped clone is the stack.
@@ -196,7 +199,7 @@ impl ImageStack {
             }
             overlay.mount()?
         };
-        let (root, attached) = if strategy == Strategy::DetachedFds {
+        let (root, attached) = if detached {
             (tree.into_fd(), None)
         } else {
             let mut staging = Staging::new(&staging_parent)?;
