@@ -195,6 +195,25 @@ pub(crate) fn check_counts(lowers: usize, data: usize, has_upper: bool, first_lo
     Ok(())
 }
 
+/// `OVERLAYFS_SUPER_MAGIC` and `ECRYPTFS_SUPER_MAGIC`: filesystems that stack on another (depth 1 at least).
+const STACKING_MAGICS: [i64; 2] = [0x794c_7630, 0xf15f];
+
+/// Refuse a layer (open as `fd`) on a stacking filesystem (overlay, ecryptfs): an overlay of it, under a container
+/// overlay, would be three filesystems deep, which the kernel refuses.
+pub(crate) fn refuse_stacking_fs(fd: BorrowedFd<'_>, given: &Path) -> Result<()> {
+    let st = rustix::fs::fstatfs(fd).map_err(|e| Error::os("build image stack: statfs", e).with_path(given))?;
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs between architectures
+    if STACKING_MAGICS.contains(&(st.f_type as i64)) {
+        return Err(Error::new(ErrorKind::InvalidOverlay(OverlayProblem::StackTooDeep), "build image stack")
+            .with_path(given)
+            .with_detail(
+                "the layer lives on an overlay: a container overlay on a stack of it would be three filesystems deep \
+                 (the kernel allows two); compose it flat",
+            ));
+    }
+    Ok(())
+}
+
 /// The error for a directory of the overlay that cannot be opened.
 pub(crate) fn open_error(role: Role, path: &Path, e: Errno) -> Error {
     match e {

@@ -46,6 +46,7 @@ use rustix::io::Errno;
 use rustix::mount::MountAttrFlags;
 
 pub use layers::MAX_LAYERS;
+pub(crate) use layers::refuse_stacking_fs;
 use layers::{Resolved, Role};
 pub use staging::{DEFAULT_STAGING_DIR, STAGING_DIR_ENV, StaleCleanup, cleanup_stale};
 pub(crate) use staging::{Staging, default_staging_dir};
@@ -151,6 +152,8 @@ pub struct Overlay {
     idmap_upper: bool,
     keep_upper_owner: bool,
     skip_in_use: bool,
+    /// Building an image stack: refuse layers on a stacking filesystem (checked once per clone on the fast path).
+    refuse_stacking: bool,
     attrs: MountAttrs,
     strategy: Option<Strategy>,
     features: Option<Features>,
@@ -270,6 +273,13 @@ impl Overlay {
     /// ```
     pub fn check_in_use(mut self, yes: bool) -> Self {
         self.skip_in_use = !yes;
+        self
+    }
+
+    /// Refuse layers that live on a stacking filesystem ([`OverlayProblem::StackTooDeep`]): what an image stack
+    /// needs, checked where it costs least (once for all the layers inside one fenced clone).
+    pub(crate) fn refuse_stacked_layers(mut self) -> Self {
+        self.refuse_stacking = true;
         self
     }
 
@@ -398,6 +408,11 @@ impl Overlay {
     fn resolve_checked(&self) -> Result<Vec<Resolved>> {
         let resolved = self.resolve()?;
         layers::validate_with(&resolved, !self.skip_in_use)?;
+        if self.refuse_stacking {
+            for r in resolved.iter().filter(|r| r.role.is_layer()) {
+                layers::refuse_stacking_fs(r.open(OFlags::PATH)?.as_fd(), &r.given)?;
+            }
+        }
         if let (Some(ns), Some(_)) = (&self.userns, self.prepares_upper()) {
             upper::prepare(&resolved, ns)?;
         }
@@ -554,6 +569,10 @@ impl Overlay {
                 let base = Path::new(OsStr::from_bytes(&bytes(members[0])[..base_len.max(1)]));
                 match DetachedTree::clone_fenced(base).and_then(|mut t| t.idmap(ns).map(|()| t)) {
                     Ok(tree) => {
+                        // Every layer opened in the fenced clone is on its mount: one look at the filesystem.
+                        if self.refuse_stacking {
+                            layers::refuse_stacking_fs(tree.as_fd(), base)?;
+                        }
                         for &i in &members {
                             let rel = &bytes(i)[base_len..];
                             let rel = match rel.iter().position(|&b| b != b'/') {
@@ -574,6 +593,9 @@ impl Overlay {
                 let Source::Path(p) = sources[i].1 else { unreachable!("only paths are idmapped") };
                 let r = layers::resolve_path(sources[i].0, p, layers::lexical_absolute(p), None)?;
                 let own = Self::own_clone(&r, ns)?;
+                if self.refuse_stacking {
+                    layers::refuse_stacking_fs(own.as_fd(), p)?;
+                }
                 fds[i] = Some(own.open_dir(".")?);
                 clones.push(own);
             }
@@ -595,6 +617,15 @@ impl Overlay {
             (None, Source::Stack(stack)) => stack.as_fd(),
             (None, Source::Path(_)) => unreachable!("every path was opened"),
         };
+        if self.refuse_stacking {
+            for (i, (role, source)) in sources.iter().enumerate().filter(|(i, (r, _))| r.is_layer() && !idmapped(*i)) {
+                let given = match source {
+                    Source::Path(p) => p.clone(),
+                    _ => PathBuf::from(format!("{role:?} fd")),
+                };
+                layers::refuse_stacking_fs(fd_of(i), &given)?;
+            }
+        }
         // Only when some overlay is live is anything identified (one statx per directory).
         let live = if self.skip_in_use { None } else { layers::LiveDirs::read() };
         if let Some(live) = live {
@@ -773,7 +804,7 @@ impl Overlay {
 }
 
 /// True for an absolute path with no `..` component: usable as it is (checked on bytes, without `Path` parsing).
-fn plain_absolute(path: &Path) -> bool {
+pub(crate) fn plain_absolute(path: &Path) -> bool {
     let b = path.as_os_str().as_bytes();
     b.first() == Some(&b'/') && !b.split(|&c| c == b'/').any(|c| c == b"..")
 }

@@ -50,12 +50,9 @@ pub use cache::{Composition, StackCache, StackLimits, StackStats};
 use crate::error::{Error, ErrorKind, OverlayProblem, Result};
 use crate::features::{Features, Strategy};
 use crate::idmap::IdMap;
-use crate::overlay::{Overlay, Staging, default_staging_dir, lexical_or_given};
+use crate::overlay::{Overlay, Staging, default_staging_dir, lexical_or_given, refuse_stacking_fs};
 use crate::tree::{DetachedTree, MountAttrs};
 use crate::userns::UserNamespace;
-
-/// `OVERLAYFS_SUPER_MAGIC` and `ECRYPTFS_SUPER_MAGIC`: filesystems that stack on another (depth 1 at least).
-const STACKING_MAGICS: [i64; 2] = [0x794c_7630, 0xf15f];
 
 /// How a stack is built: the strategy (default: the best the kernel has), the features to trust, and where the
 /// fallback strategies attach things (default: the staging directory `Overlay` uses).
@@ -169,7 +166,6 @@ impl ImageStack {
         if layers.is_empty() {
             return Err(Error::new(ErrorKind::InvalidOverlay(OverlayProblem::NoLowerLayer), OP));
         }
-        check_depth(&layers)?;
         let mut overlay = Overlay::new();
         if let Some(f) = &options.features {
             overlay = overlay.features(f.clone());
@@ -191,9 +187,11 @@ impl ImageStack {
                 tree.idmap(ns)?;
             }
             tree.set_attrs(MountAttrs::RDONLY, MountAttrs::empty())?;
+            refuse_stacking_fs(tree.as_fd(), &layers[0])?;
             tree
         } else {
-            overlay = overlay.lowers(&layers).attrs(MountAttrs::RDONLY).staging_dir(&staging_parent);
+            overlay =
+                overlay.lowers(&layers).attrs(MountAttrs::RDONLY).staging_dir(&staging_parent).refuse_stacked_layers();
             if let Some(ns) = idmap {
                 overlay = overlay.idmap(ns.clone());
             }
@@ -279,22 +277,4 @@ impl AsFd for ImageStack {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.inner.root.as_fd()
     }
-}
-
-/// Refuse layers on a stacking filesystem (overlay, ecryptfs): an overlay of them, under a container overlay, would
-/// be three filesystems deep.
-fn check_depth(layers: &[PathBuf]) -> Result<()> {
-    for layer in layers {
-        let st = rustix::fs::statfs(layer).map_err(|e| Error::os("build image stack: statfs", e).with_path(layer))?;
-        #[allow(clippy::unnecessary_cast)] // f_type's width differs between architectures
-        if STACKING_MAGICS.contains(&(st.f_type as i64)) {
-            return Err(Error::new(ErrorKind::InvalidOverlay(OverlayProblem::StackTooDeep), "build image stack")
-                .with_path(layer)
-                .with_detail(
-                    "the layer lives on an overlay: a container overlay on a stack of it would be three filesystems \
-                     deep (the kernel allows two); compose it flat",
-                ));
-        }
-    }
-    Ok(())
 }
