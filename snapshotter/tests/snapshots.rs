@@ -126,6 +126,14 @@ fn remove_refuses_while_root_in_use() {
         let composed = table.mounts().iter().find(|m| m.mount_point == root).expect("composed root mounted");
         assert_eq!(composed.super_options.matches("lowerdir").count(), 1, "on the image's stack: {composed:?}");
         assert_eq!(c.mounts("ctr").unwrap(), m);
+        // Rootfs fixups went into the upper (mount targets made, owned by the mapped root); the label turns them off.
+        let upper = s.snapshot_dirs().into_iter().find(|d| d.join("rootfs") == root).unwrap().join("fs");
+        assert_eq!(owner(&upper.join("proc")), (100000, 100000));
+        let off =
+            c.prepare("no-fixups", "l2", &[UIDMAP, GIDMAP, ("containerd.io/snapshot/layermount.fixups", "false")]);
+        let off_root = PathBuf::from(&off.unwrap()[0].source);
+        assert!(off_root.join("second").exists() && !off_root.join("proc").exists(), "no fixups with the label");
+        c.remove("no-fixups").unwrap();
         // Maps of several extents, as containerd 2.x and `uidmap=` options write them.
         let split = "0:100000:1000,1000:101000:64536";
         let view = c.view("ctr-view", "l2", &[(UIDMAP.0, split), (GIDMAP.0, split)]).unwrap();
