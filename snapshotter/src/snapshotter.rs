@@ -17,7 +17,9 @@ use std::time::SystemTime;
 
 use containerd_snapshots::api::types::Mount;
 use containerd_snapshots::{Info, Usage};
-use layermount::{DetachedTree, IdMap, MountAttrs, Overlay, StackCache, StackLimits, StackOptions, UserNamespace};
+use layermount::{
+    DetachedTree, IdMap, MountAttrs, MountTable, Overlay, StackCache, StackLimits, StackOptions, UserNamespace,
+};
 
 use crate::compat;
 use crate::error::{Error, Result};
@@ -492,6 +494,20 @@ impl Snapshotter {
         if let Some(root) = &rec.root {
             self.release_root(key, root)?;
             self.crash_point("remove:after-release");
+        } else if rec.kind == Kind::Active {
+            // A plain snapshot is mounted by its user (the shim), not here: refuse while an overlay writes into it.
+            let fs = self.fs(rec.id);
+            let table = MountTable::current()?;
+            let live = table
+                .mounts()
+                .iter()
+                .find(|m| m.fs_type == "overlay" && m.super_option("upperdir").is_some_and(|u| Path::new(u) == fs));
+            if let Some(m) = live {
+                return Err(Error::FailedPrecondition(format!(
+                    "snapshot {key:?} is in use: the overlay at {} writes into it",
+                    m.mount_point.display()
+                )));
+            }
         }
         self.store.remove(key)?;
         if rec.kind == Kind::Committed {

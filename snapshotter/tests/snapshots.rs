@@ -96,6 +96,16 @@ fn whole_api() {
         let (size, inodes) = c.usage("active").unwrap();
         assert!(size >= 10000 && inodes == 2, "active usage measured now: {size} bytes, {inodes} inodes");
 
+        // A plain active snapshot is in use while an overlay writes into its upper (the shim's rootfs).
+        let mnt = scratch.join("shim-rootfs");
+        std::fs::create_dir(&mnt).unwrap();
+        let data = std::ffi::CString::new(m[0].options.join(",")).unwrap();
+        rustix::mount::mount("overlay", &mnt, "overlay", rustix::mount::MountFlags::empty(), data.as_c_str()).unwrap();
+        let e = c.remove("active").unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("shim-rootfs"), "{}", e.message());
+        assert!(active_fs.join("new").exists(), "nothing deleted");
+        common::umount(&mnt);
         for k in ["active", "view1", "view2", "l2", "l1"] {
             c.remove(k).unwrap();
         }
