@@ -335,6 +335,31 @@ impl MountRecord {
         }
     }
 
+    /// Whether the recorded mount is still attached at its target (that very mount, not another in its place),
+    /// without touching it: a daemon that restarts keeps the roots a container may still use and forgets records
+    /// whose mount is gone (after a reboot, say).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Os`] if the target cannot be looked at for another reason than not existing.
+    ///
+    /// # Kernel
+    /// `statx` with `STATX_MNT_ID` (5.8).
+    ///
+    /// ```no_run
+    /// # fn f(record: layermount::MountRecord) -> layermount::Result<()> {
+    /// if !record.is_attached()? {
+    ///     println!("{} is gone; forget its record", record.target().display());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn is_attached(&self) -> Result<bool> {
+        match mount_identity(CWD, &self.target) {
+            Ok(now) => Ok(self.identity.same_mount(&now)),
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => Ok(false),
+            Err(e) => Err(Error::os("check mount record", e).with_path(&self.target)),
+        }
+    }
+
     /// The other mounts of the same filesystem as the recorded mount, in every mount namespace on the host: a bind
     /// a runtime made of a composed root, the root of a running container. Each is named by a path that reaches
     /// it from here: `/proc/<pid>/root/<mount point>` for another namespace, the mount point for this one. Empty

@@ -119,10 +119,12 @@ fn a_record_is_torn_down_by_another_process_and_a_replaced_mount_is_refused() {
         assert_eq!(decoded, record);
         let file = scratch.join("rootfs.record");
         fs::write(&file, record.encode()).unwrap();
+        assert!(record.is_attached().unwrap());
         guard.leak();
         let o = cli(&["umount".as_ref(), "--record".as_ref(), file.as_os_str()]);
         assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
         assert!(!mnt.exists(), "unmounted, and the mount point the crate made is gone");
+        assert!(!record.is_attached().unwrap(), "nothing there");
 
         // The recorded mount is gone and another is in its place: refused, the other mount kept.
         let guard = DetachedTree::clone_path(&src, false).unwrap().attach(&mnt).unwrap();
