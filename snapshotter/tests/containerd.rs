@@ -3,11 +3,20 @@
 
 mod common;
 
-use common::image::{IMAGE, write_test_image};
 use std::path::PathBuf;
-use std::process::Stdio;
 
-use common::{ChildOutput, Containerd, SNAPSHOTTER, have_containerd, mounts_beneath, owner, privileged, tree_digest};
+use common::{
+    ChildOutput, Containerd, SNAPSHOTTER, have_containerd, mounts_beneath, owner, privileged, spawn_piped, tree_digest,
+};
+
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Layer digests of every snapshot directory that holds a committed layer (all of them right after an import).
+fn layer_digests(c: &Containerd) -> Vec<(PathBuf, String)> {
+    c.snapshotter.snapshot_dirs().into_iter().map(|d| (d.clone(), tree_digest(&d.join("fs")))).collect()
+}
 
 /// Import the image and run a container without user namespaces: the layers are unpacked through one overlay
 /// mount (whiteout and opaque directory honoured), the container sees them.
@@ -17,34 +26,14 @@ fn plain_run() {
         return;
     }
     privileged("plain_run", |scratch| {
-        let image = scratch.join("image.tar");
-        write_test_image(&image);
-        let c = Containerd::start(&scratch.join("ctd"), &[]);
-        c.ctr_ok(&["images", "import", "--snapshotter", SNAPSHOTTER, image.to_str().unwrap()]);
-        let out = c.ctr_ok(&[
-            "run",
-            "--rm",
-            "--snapshotter",
-            SNAPSHOTTER,
-            "--runc-root",
-            &c.runc_root(),
-            IMAGE,
-            "plain",
-            "/bin/sh",
-            "-c",
-            "id -u; ls /data; test -e /gone && echo gone-visible; cat /home/user/owned",
-        ]);
+        let c = Containerd::with_test_image(scratch);
+        let script = "id -u; ls /data; test -e /gone && echo gone-visible; cat /home/user/owned";
+        let out = c.ctr_ok(&args(&c.run_args("--rm", false, "plain", &["/bin/sh", "-c", script])));
         assert_eq!(out, "0\nnew\nmine\n");
-        let root = c.snapshotter.root.clone();
         c.wait_for(20, "the container's snapshot to be removed", || c.snapshotter.snapshot_dirs().len() == 2);
-        assert!(mounts_beneath(&root).is_empty());
+        assert_eq!(mounts_beneath(&c.snapshotter.root), Vec::<PathBuf>::new());
         c.stop();
     });
-}
-
-/// Layer digests of every snapshot directory that holds a committed layer (all of them right after an import).
-fn layer_digests(c: &Containerd) -> Vec<(PathBuf, String)> {
-    c.snapshotter.snapshot_dirs().into_iter().map(|d| (d.clone(), tree_digest(&d.join("fs")))).collect()
 }
 
 /// The issue's run: `ctr run --remap-labels --uidmap/--gidmap`. Inside: uid 0, image files owned by 0 and 1000,
@@ -57,61 +46,35 @@ fn user_namespaced_run() {
         return;
     }
     privileged("user_namespaced_run", |scratch| {
-        let image = scratch.join("image.tar");
-        write_test_image(&image);
-        let c = Containerd::start(&scratch.join("ctd"), &[]);
-        c.ctr_ok(&["images", "import", "--snapshotter", SNAPSHOTTER, image.to_str().unwrap()]);
+        let c = Containerd::with_test_image(scratch);
         let layers = layer_digests(&c);
         assert_eq!(layers.len(), 2, "two layers imported: {layers:?}");
         let script = "id -u; id -g; stat -c %u:%g / /etc/passwd /home/user/owned; ls /data; \
                       test -e /gone && echo gone-visible; readlink /etc/mtab; grep -c ' /proc proc ' /etc/mtab; \
                       touch /written; mkdir /home/user/sub; echo ready; sleep 2";
-        let mut run = c
-            .ctr_cmd(&[
-                "run",
-                "--rm",
-                "--snapshotter",
-                SNAPSHOTTER,
-                "--runc-root",
-                &c.runc_root(),
-                "--fifo-dir",
-                &c.fifo_dir(),
-                "--uidmap",
-                "0:100000:65536",
-                "--gidmap",
-                "0:100000:65536",
-                "--remap-labels",
-                IMAGE,
-                "userns",
-                "/bin/sh",
-                "-c",
-                script,
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut run =
+            spawn_piped(&mut c.ctr_cmd(&args(&c.run_args("--rm", true, "userns", &["/bin/sh", "-c", script]))));
         // While it sleeps: its writes are in the upper, owned by host 100000.
         let mut upper = None;
         c.wait_for(30, "the container's write in its upper", || {
             if let Ok(Some(_)) = run.try_wait() {
-                let out = run.wait_with_output_ref();
-                panic!("ctr run ended early: {out}");
+                panic!("ctr run ended early: {}", run.wait_with_output_ref());
             }
-            upper = c.snapshotter.snapshot_dirs().into_iter().find(|d| d.join("fs/written").exists());
+            upper = c.snapshot_with("written");
             upper.is_some()
         });
         let upper = upper.unwrap().join("fs");
         assert_eq!(owner(&upper.join("written")), (100000, 100000));
         assert_eq!(owner(&upper.join("home/user/sub")), (100000, 100000));
         assert_eq!(owner(&upper.join("home/user")), (101000, 101000), "copied up with its owner mapped");
-        let out = run.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "ctr run failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(stdout, "0\n0\n0:0\n0:0\n1000:1000\nnew\n../proc/self/mounts\n1\nready\n");
-        let root = c.snapshotter.root.clone();
+        let out = run.wait_with_output_ref();
+        assert!(out.starts_with("exit status: 0: "), "ctr run failed: {out}");
+        assert_eq!(
+            out.trim_start_matches("exit status: 0: "),
+            "0\n0\n0:0\n0:0\n1000:1000\nnew\n../proc/self/mounts\n1\nready\n"
+        );
         c.wait_for(20, "the container's snapshot to be removed", || c.snapshotter.snapshot_dirs().len() == 2);
-        assert_eq!(mounts_beneath(&root), Vec::<PathBuf>::new());
+        assert_eq!(mounts_beneath(&c.snapshotter.root), Vec::<PathBuf>::new());
         assert_eq!(layer_digests(&c), layers, "image layers changed");
         c.stop();
     });
@@ -126,36 +89,11 @@ fn snapshot_rm_of_running_container_refused() {
         return;
     }
     privileged("snapshot_rm_of_running_container_refused", |scratch| {
-        let image = scratch.join("image.tar");
-        write_test_image(&image);
-        let c = Containerd::start(&scratch.join("ctd"), &[]);
-        c.ctr_ok(&["images", "import", "--snapshotter", SNAPSHOTTER, image.to_str().unwrap()]);
-        c.ctr_ok(&[
-            "run",
-            "-d",
-            "--snapshotter",
-            SNAPSHOTTER,
-            "--runc-root",
-            &c.runc_root(),
-            "--fifo-dir",
-            &c.fifo_dir(),
-            "--uidmap",
-            "0:100000:65536",
-            "--gidmap",
-            "0:100000:65536",
-            "--remap-labels",
-            IMAGE,
-            "busy",
-            "/bin/sh",
-            "-c",
-            "echo kept > /written; exec sleep 600",
-        ]);
-        let mut upper = None;
-        c.wait_for(30, "the container's write", || {
-            upper = c.snapshotter.snapshot_dirs().into_iter().find(|d| d.join("fs/written").exists());
-            upper.is_some()
-        });
-        let upper = upper.unwrap();
+        let c = Containerd::with_test_image(scratch);
+        let cmd = ["/bin/sh", "-c", "echo kept > /written; exec sleep 600"];
+        c.ctr_ok(&args(&c.run_args("-d", true, "busy", &cmd)));
+        c.wait_for(30, "the container's write", || c.snapshot_with("written").is_some());
+        let upper = c.snapshot_with("written").unwrap();
         c.ctr_ok(&["snapshots", "--snapshotter", SNAPSHOTTER, "rm", "busy"]);
         c.wait_for(30, "the collector's Remove to be refused", || {
             std::fs::read_to_string(&c.snapshotter.log).unwrap_or_default().contains("is in use")

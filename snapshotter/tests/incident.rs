@@ -5,10 +5,11 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Child;
 
-use common::image::{IMAGE, write_test_image};
-use common::{ChildOutput, Containerd, SNAPSHOTTER, have_containerd, mounts_beneath, privileged, tree_digest};
+use common::{
+    ChildOutput, Containerd, SNAPSHOTTER, have_containerd, mounts_beneath, privileged, spawn_piped, tree_digest,
+};
 
 const CONTAINERS: usize = 20;
 const ROUNDS: usize = 10;
@@ -26,46 +27,20 @@ fn incident_many_containers_killed_and_removed_at_once() {
         return;
     }
     privileged("incident_many_containers_killed_and_removed_at_once", |scratch| {
-        let image = scratch.join("image.tar");
-        write_test_image(&image);
-        let c = Containerd::start(&scratch.join("ctd"), &[]);
-        c.ctr_ok(&["images", "import", "--snapshotter", SNAPSHOTTER, image.to_str().unwrap()]);
+        let c = Containerd::with_test_image(scratch);
         let layers: Vec<(PathBuf, String)> =
             c.snapshotter.snapshot_dirs().into_iter().map(|d| (d.clone(), tree_digest(&d.join("fs")))).collect();
         assert_eq!(layers.len(), 2);
-        let (runc_root, fifo_dir) = (c.runc_root(), c.fifo_dir());
         for round in 0..ROUNDS {
             let ids: Vec<String> = (0..CONTAINERS).map(|i| format!("inc-{round}-{i}")).collect();
+            let script = "mkfifo /tmp/fifo && exec 3<>/tmp/fifo 4>/held && cd /home/user && echo up > /tmp/up \
+                          && exec sleep 600";
             let started = ids
                 .iter()
                 .map(|id| {
-                    let child = c
-                        .ctr_cmd(&[
-                            "run",
-                            "-d",
-                            "--snapshotter",
-                            SNAPSHOTTER,
-                            "--runc-root",
-                            &runc_root,
-                            "--fifo-dir",
-                            &fifo_dir,
-                            "--uidmap",
-                            "0:100000:65536",
-                            "--gidmap",
-                            "0:100000:65536",
-                            "--remap-labels",
-                            IMAGE,
-                            id,
-                            "/bin/sh",
-                            "-c",
-                            "mkfifo /tmp/fifo && exec 3<>/tmp/fifo 4>/held && cd /home/user && echo up > /tmp/up \
-                             && exec sleep 600",
-                        ])
-                        .stdout(Stdio::piped())
-                        .stderr(Stdio::piped())
-                        .spawn()
-                        .unwrap();
-                    (id.clone(), child)
+                    let run = c.run_args("-d", true, id, &["/bin/sh", "-c", script]);
+                    let run: Vec<&str> = run.iter().map(String::as_str).collect();
+                    (id.clone(), spawn_piped(&mut c.ctr_cmd(&run)))
                 })
                 .collect();
             all_ok(started, "ctr run -d");
@@ -73,21 +48,14 @@ fn incident_many_containers_killed_and_removed_at_once() {
             c.wait_for(60, "every container to be up", || {
                 c.snapshotter.snapshot_dirs().iter().filter(|d| d.join("fs/tmp/up").exists()).count() == CONTAINERS
             });
+            let ctr = format!("ctr --address {} --namespace {}", c.address.display(), common::NAMESPACE);
             let killed = ids
                 .iter()
                 .map(|id| {
-                    let ctr = format!("ctr --address {} --namespace {}", c.address.display(), common::NAMESPACE);
                     let script = format!(
                         "{ctr} tasks kill -s SIGKILL {id}; {ctr} tasks delete -f {id} >/dev/null && {ctr} containers rm {id}"
                     );
-                    let child = std::process::Command::new("sh")
-                        .args(["-c", &script])
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::piped())
-                        .stderr(Stdio::piped())
-                        .spawn()
-                        .unwrap();
-                    (id.clone(), child)
+                    (id.clone(), spawn_piped(std::process::Command::new("sh").args(["-c", &script])))
                 })
                 .collect();
             all_ok(killed, "kill and remove");

@@ -194,6 +194,35 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
         Self { dir: dir.to_path_buf(), address, snapshotter, child, log }
     }
 
+    /// Start the snapshotter and containerd in `scratch/ctd` and import the test image (built offline) into the
+    /// snapshotter.
+    pub fn with_test_image(scratch: &Path) -> Self {
+        let image = scratch.join("image.tar");
+        image::write_test_image(&image);
+        let c = Self::start(&scratch.join("ctd"), &[]);
+        c.ctr_ok(&["images", "import", "--snapshotter", SNAPSHOTTER, image.to_str().unwrap()]);
+        c
+    }
+
+    /// Arguments of `ctr run` on the test image with this snapshotter and this containerd's runc root and fifo
+    /// directory: `mode` (`--rm` or `-d`), user-namespaced (`--uidmap`/`--gidmap 0:100000:65536 --remap-labels`) or
+    /// not, the container `id` and its command.
+    pub fn run_args(&self, mode: &str, userns: bool, id: &str, cmd: &[&str]) -> Vec<String> {
+        let mut a: Vec<String> = vec!["run".into(), mode.into(), "--snapshotter".into(), SNAPSHOTTER.into()];
+        a.extend(["--runc-root".into(), self.runc_root(), "--fifo-dir".into(), self.fifo_dir()]);
+        if userns {
+            a.extend(["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536", "--remap-labels"].map(String::from));
+        }
+        a.extend([image::IMAGE, id].map(String::from));
+        a.extend(cmd.iter().map(|s| s.to_string()));
+        a
+    }
+
+    /// The first snapshot directory whose `fs` holds `path`.
+    pub fn snapshot_with(&self, path: &str) -> Option<PathBuf> {
+        self.snapshotter.snapshot_dirs().into_iter().find(|d| d.join("fs").join(path).exists())
+    }
+
     /// A `ctr` command against this containerd, in the test namespace.
     pub fn ctr_cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new("ctr");
@@ -365,6 +394,11 @@ pub fn mounts_beneath(dir: &Path) -> Vec<PathBuf> {
 /// Hex sha256 of `data`.
 pub fn hex(data: impl AsRef<[u8]>) -> String {
     Sha256::digest(data.as_ref()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Spawn `cmd` with stdout and stderr piped (read them with [`ChildOutput::wait_with_output_ref`]).
+pub fn spawn_piped(cmd: &mut Command) -> Child {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn")
 }
 
 /// Reading what a finished child wrote, without taking it by value.
