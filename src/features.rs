@@ -111,6 +111,12 @@ pub struct Features {
     pub idmap_tmpfs: bool,
     /// overlayfs is available.
     pub overlay: bool,
+    /// overlay parses its options when `fsconfig` is called and reports problems on the filesystem-context fd
+    /// (overlay's port to the new mount API, Linux 6.5). Before, every option is accepted by `fsconfig` and a bad
+    /// one fails only at creation, with the reason written to the kernel log alone.
+    pub overlay_context_messages: bool,
+    /// overlay takes data-only lower layers (`lowerdir=a::b`, Linux 6.5).
+    pub overlay_data_layers: bool,
     /// overlay accepts `lowerdir+` strings through `fsconfig` (Linux 6.8).
     pub overlay_lowerdir_plus: bool,
     /// overlay accepts `lowerdir+` as `O_RDONLY` directory fds (Linux 6.13).
@@ -120,6 +126,8 @@ pub struct Features {
     /// A detached read-only overlay given by fd is accepted as a lower layer of another overlay with an upper: what
     /// an [`ImageStack`](crate::ImageStack) needs to stay detached (Linux 6.15; before, a stack is kept attached).
     pub overlay_stack: bool,
+    /// A detached tmpfs holds `user.*` extended attributes (Linux 6.6).
+    pub tmpfs_user_xattrs: bool,
 }
 
 fn syscall_exists(r: rustix::io::Result<impl Sized>) -> bool {
@@ -146,6 +154,23 @@ fn overlay_with(layers: &[OwnedFd]) -> Result<()> {
     }
     ov.create()?;
     ov.mount().map(drop)
+}
+
+/// A flag no overlay knows: refused by `fsconfig` itself only where overlay parses options there (6.5), so nothing
+/// is ever created and nothing reaches the kernel log.
+fn probe_context_messages() -> bool {
+    FsContext::open("overlay").is_ok_and(|mut ov| ov.set_flag("layermount-probe-no-such-option").is_err())
+}
+
+/// `a::b`: the second layer data-only. Parsed (and the paths looked up) by `fsconfig`; never created.
+fn probe_data_layers(tmp: &DetachedTree) -> Result<()> {
+    let base = format!("/proc/thread-self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&tmp.as_fd()));
+    FsContext::open("overlay")?.set_string("lowerdir", &format!("{base}/a::{base}/b"))
+}
+
+fn probe_tmpfs_user_xattrs(tmp: &DetachedTree) -> bool {
+    let dir = tmp.open_dir_readable("a");
+    dir.is_ok_and(|d| rustix::fs::fsetxattr(&d, "user.layermount", b"1", rustix::fs::XattrFlags::empty()).is_ok())
 }
 
 fn probe_lowerdir_strings(tmp: &DetachedTree) -> Result<()> {
@@ -182,6 +207,14 @@ fn probe_stack() -> Result<bool> {
 fn probe_detached_layers(ns: &UserNamespace) -> Result<bool> {
     let mut tmp = scratch_tmpfs()?;
     if tmp.idmap(ns).is_err() {
+        return Ok(false);
+    }
+    // Overlay takes detached layers from the release (6.15) that also lets a detached mount be cloned. Where the
+    // clone is refused, creating the overlay would fail too, and say so in the kernel log: so do not try.
+    let flags = rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
+        | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC
+        | rustix::mount::OpenTreeFlags::AT_EMPTY_PATH;
+    if rustix::mount::open_tree(&tmp, "", flags).is_err() {
         return Ok(false);
     }
     Ok(overlay_with(&[tmp.open_dir("a")?, tmp.open_dir("b")?]).is_ok())
@@ -238,10 +271,13 @@ impl Features {
             statx_mnt_id_unique,
             idmap_tmpfs: false,
             overlay: false,
+            overlay_context_messages: false,
+            overlay_data_layers: false,
             overlay_lowerdir_plus: false,
             overlay_lowerdir_fd: false,
             overlay_detached_layers: false,
             overlay_stack: false,
+            tmpfs_user_xattrs: false,
         };
         if !(privileged && new_mount_api) {
             return f;
@@ -250,13 +286,19 @@ impl Features {
         let map = IdMap::parse("0:100000:65536").expect("constant map is valid");
         let ns = UserNamespace::new(&map, &map).ok();
         f.idmap_tmpfs = ns.as_ref().is_some_and(|ns| scratch_tmpfs().and_then(|mut t| t.idmap(ns)).is_ok());
+        let tmp = scratch_tmpfs().ok();
+        f.tmpfs_user_xattrs = tmp.as_ref().is_some_and(probe_tmpfs_user_xattrs);
         f.overlay = FsContext::open("overlay").is_ok();
-        if !f.overlay {
+        // Where overlay's options are parsed only when the overlay is created (before 6.5), every overlay probe
+        // would end in a failed creation and a line in the kernel log, and none of those features exists there.
+        f.overlay_context_messages = f.overlay && probe_context_messages();
+        if !f.overlay_context_messages {
             return f;
         }
-        if let Ok(tmp) = scratch_tmpfs() {
-            f.overlay_lowerdir_plus = probe_lowerdir_strings(&tmp).is_ok();
-            f.overlay_lowerdir_fd = probe_lowerdir_fds(&tmp).is_ok();
+        if let Some(tmp) = &tmp {
+            f.overlay_data_layers = probe_data_layers(tmp).is_ok();
+            f.overlay_lowerdir_plus = probe_lowerdir_strings(tmp).is_ok();
+            f.overlay_lowerdir_fd = probe_lowerdir_fds(tmp).is_ok();
         }
         f.overlay_detached_layers = f.overlay_lowerdir_fd
             && f.idmap_tmpfs
@@ -315,7 +357,7 @@ impl Features {
     ///     println!("{name}: {}", if yes { "yes" } else { "no" });
     /// }
     /// ```
-    pub fn list(&self) -> [(&'static str, bool); 11] {
+    pub fn list(&self) -> [(&'static str, bool); 14] {
         [
             ("privileged", self.privileged),
             ("new_mount_api", self.new_mount_api),
@@ -324,10 +366,13 @@ impl Features {
             ("statx_mnt_id_unique", self.statx_mnt_id_unique),
             ("idmap_tmpfs", self.idmap_tmpfs),
             ("overlay", self.overlay),
+            ("overlay_context_messages", self.overlay_context_messages),
+            ("overlay_data_layers", self.overlay_data_layers),
             ("overlay_lowerdir_plus", self.overlay_lowerdir_plus),
             ("overlay_lowerdir_fd", self.overlay_lowerdir_fd),
             ("overlay_detached_layers", self.overlay_detached_layers),
             ("overlay_stack", self.overlay_stack),
+            ("tmpfs_user_xattrs", self.tmpfs_user_xattrs),
         ]
     }
 }

@@ -290,7 +290,7 @@ impl DetachedTree {
             }
             // EINVAL means: not a detached mount (attached now, or attached once and unmounted since), or a
             // filesystem without idmap support. Tell them apart only now, off the fast path.
-            Err(Errno::INVAL) => Err(self.explain_idmap_einval(ns)),
+            Err(Errno::INVAL) => Err(self.explain_idmap_einval()),
             // EPERM on a mount we did not idmap: it came idmapped (or the caller lacks CAP_SYS_ADMIN).
             Err(Errno::PERM) if self.origin == Origin::Foreign => {
                 Err(Error::new(ErrorKind::AlreadyIdmapped, OP).with_detail("or permission denied"))
@@ -299,32 +299,28 @@ impl DetachedTree {
         }
     }
 
-    fn explain_idmap_einval(&self, ns: &UserNamespace) -> Error {
+    fn explain_idmap_einval(&self) -> Error {
         const OP: &str = "idmap tree";
         let attached = Error::new(ErrorKind::AlreadyAttached, OP);
         if self.is_attached().unwrap_or(false) {
             return attached;
         }
         // Not in our mount table: detached (then the filesystem must lack idmap support), unmounted after being
-        // attached, or attached in another namespace. A fresh clone tells: it can be made only from a mount that
-        // is attached somewhere or detached (Linux 6.15), and idmapping it tests the filesystem.
-        let flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_EMPTY_PATH;
-        match rustix::mount::open_tree(&self.fd, "", flags) {
-            Ok(clone) => {
-                let probe = DetachedTree::from_owned(clone, Origin::Clone, false);
-                let fd = std::os::fd::AsRawFd::as_raw_fd(&ns.as_fd());
-                let attr = sys::MountAttr { attr_set: ATTR_IDMAP, userns_fd: fd as u64, ..Default::default() };
-                match probe.setattr(&attr) {
-                    Ok(()) => attached,
-                    Err(_) => Error::new(ErrorKind::NotSupported, OP)
-                        .with_detail("the filesystem does not support idmapped mounts"),
-                }
+        // attached, or attached in another namespace. `mount_setattr` refuses the last two with EINVAL whatever it
+        // is asked, and a detached mount accepts any change, so ask for one that changes nothing: `nosuid` as it is
+        // now. (This works on every kernel; cloning the tree to find out works only from Linux 6.15.)
+        let nosuid = sys::MountAttr { attr_set: MountAttrs::NOSUID.bits(), ..Default::default() };
+        let suid = sys::MountAttr { attr_clr: MountAttrs::NOSUID.bits(), ..Default::default() };
+        let nop = match rustix::fs::fstatvfs(&self.fd) {
+            Ok(st) if st.f_flag.contains(rustix::fs::StatVfsMountFlags::NOSUID) => nosuid,
+            Ok(_) => suid,
+            Err(_) => return attached,
+        };
+        match self.setattr(&nop) {
+            Ok(()) => {
+                Error::new(ErrorKind::NotSupported, OP).with_detail("the filesystem does not support idmapped mounts")
             }
-            // Before Linux 6.15 a detached mount cannot be cloned either, so this is also what a detached tree on a
-            // filesystem without idmap support looks like there.
-            Err(_) => {
-                attached.with_detail("unmounted since (or, before Linux 6.15, a filesystem without idmap support)")
-            }
+            Err(_) => attached.with_detail("unmounted since, or attached in another mount namespace"),
         }
     }
 

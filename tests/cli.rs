@@ -43,13 +43,15 @@ fn probe_honours_a_forced_level() {
     if !common::have_privilege("probe_honours_a_forced_level") {
         return;
     }
+    // `string`, or the best this kernel has if that is below it.
+    let level = layermount::Features::get().strategy().min(layermount::Strategy::Strings);
     let o = Command::new(env!("CARGO_BIN_EXE_layermount"))
         .arg("probe")
-        .env(layermount::STRATEGY_ENV, "string")
+        .env(layermount::STRATEGY_ENV, level.name())
         .output()
         .unwrap();
     let out = String::from_utf8(o.stdout).unwrap();
-    assert!(out.contains("strategy: string\n"), "{out}");
+    assert!(out.contains(&format!("strategy: {level}\n")), "{out}");
     assert!(out.contains("overlay_lowerdir_fd: no\n"), "{out}");
 }
 
@@ -108,7 +110,15 @@ fn mount_and_umount_an_idmapped_overlay_with_every_strategy() {
         fs::write(scratch.join("l2/g"), "top").unwrap();
         let p = |s: &str| scratch.join(s).display().to_string();
         let target = p("root");
+        const NAME: &str = "mount_and_umount_an_idmapped_overlay_with_every_strategy";
+        let best = layermount::Features::get().strategy();
         for strategy in ["auto", "fd", "fd-attached", "string", "legacy"] {
+            if let Ok(level) = strategy.parse::<layermount::Strategy>()
+                && level > best
+            {
+                common::skip(&format!("{NAME}/{strategy}"), &format!("the kernel's best strategy is {best}"));
+                continue;
+            }
             let o = layermount(&[
                 "mount",
                 "--mkdir",

@@ -63,7 +63,8 @@ fn levels_can_be_forced_down() {
 
 #[test]
 fn fsconfig_errors_carry_kernel_messages() {
-    if !common::have_privilege("fsconfig_errors_carry_kernel_messages") {
+    const NAME: &str = "fsconfig_errors_carry_kernel_messages";
+    if !common::have_privilege(NAME) || !common::has_feature(NAME, "overlay_context_messages") {
         return;
     }
     let mut ov = FsContext::open("overlay").unwrap();

@@ -343,7 +343,14 @@ impl Overlay {
     /// # Ok::<(), layermount::Error>(())
     /// ```
     pub fn chosen_strategy(&self) -> Result<Strategy> {
-        let features = self.features.clone().unwrap_or_else(|| Features::get().clone());
+        self.strategy_for(&self.the_features())
+    }
+
+    fn the_features(&self) -> Features {
+        self.features.clone().unwrap_or_else(|| Features::get().clone())
+    }
+
+    fn strategy_for(&self, features: &Features) -> Result<Strategy> {
         let best = features.strategy();
         match self.strategy {
             None => Ok(best),
@@ -354,8 +361,15 @@ impl Overlay {
     }
 
     /// Make the overlay as a detached tree (attached nowhere).
-    pub fn mount(self) -> Result<DetachedTree> {
-        let strategy = self.chosen_strategy()?;
+    pub fn mount(mut self) -> Result<DetachedTree> {
+        let features = self.the_features();
+        let strategy = self.strategy_for(&features)?;
+        if !self.data.is_empty() && !features.overlay_data_layers {
+            return Err(Error::new(ErrorKind::NotSupported, "compose overlay").with_detail(format!(
+                "overlay on this kernel ({}) does not take data-only layers (Linux 6.5 added them)",
+                features.kernel_release
+            )));
+        }
         for o in &self.options {
             let (k, _) = o.key_value();
             if matches!(k, "lowerdir" | "lowerdir+" | "upperdir" | "workdir" | "datadir+") {
@@ -371,20 +385,25 @@ impl Overlay {
         if let (Some(ns), true, true) = (&self.userns, self.upper.is_some(), self.idmap_upper) {
             upper::check_idmapped(ns)?;
         }
-        let tree = match strategy {
-            Strategy::DetachedFds => self.compose_detached_fds()?,
-            Strategy::AttachedFds => {
-                let all = self.resolve_checked()?;
-                self.staged_compose(|s| self.compose_attached_fds(&all, s))?
+        let tree = match self.compose(strategy) {
+            Ok(tree) => tree,
+            // Where the kernel's reason goes only to its log, tell a refused idmap apart by trying without it.
+            Err(e)
+                if self.userns.is_some()
+                    && e.raw_os_error() == Some(Errno::INVAL.raw_os_error())
+                    && (strategy == Strategy::Legacy || !features.overlay_context_messages) =>
+            {
+                self.userns = None;
+                return Err(match self.compose(strategy) {
+                    Ok(_) => Error::new(ErrorKind::NotSupported, "compose overlay").with_detail(format!(
+                        "overlay on this kernel ({}) refuses idmapped layers (Linux 5.19 added them): the same \
+                         layers compose without the idmap",
+                        features.kernel_release
+                    )),
+                    Err(_) => e,
+                });
             }
-            Strategy::Strings => {
-                let all = self.resolve_checked()?;
-                self.staged_compose(|s| self.compose_strings(&all, s))?
-            }
-            Strategy::Legacy => {
-                let all = self.resolve_checked()?;
-                self.staged_compose(|s| self.compose_legacy(&all, s))?
-            }
+            Err(e) => return Err(e),
         };
         if self.upper.is_some() && !self.attrs.contains(MountAttrs::RDONLY) {
             let st = rustix::fs::fstatvfs(&tree).map_err(|e| Error::os("compose overlay: statvfs", e))?;
@@ -422,6 +441,23 @@ impl Overlay {
     /// Make the overlay and attach it at `target` (created if missing, and then removed by the guard).
     pub fn mount_at(self, target: impl AsRef<Path>) -> Result<MountGuard> {
         self.mount()?.attach(target)
+    }
+
+    /// Compose with `strategy`: the fast path, or a fallback in a staging directory of its own.
+    fn compose(&self, strategy: Strategy) -> Result<DetachedTree> {
+        if strategy == Strategy::DetachedFds {
+            return self.compose_detached_fds();
+        }
+        let mut all = self.resolve_checked()?;
+        self.staged_compose(|s| {
+            // Every fallback does this on every kernel, so forcing one on a new kernel tests what old ones run.
+            attach_detached(&mut all, s)?;
+            match strategy {
+                Strategy::AttachedFds => self.compose_attached_fds(&all, s),
+                Strategy::Strings => self.compose_strings(&all, s),
+                _ => self.compose_legacy(&all, s),
+            }
+        })
     }
 
     /// Run a fallback strategy with a fresh staging directory, emptied and removed afterwards (on error too).
@@ -663,9 +699,10 @@ impl Overlay {
     /// The kernel refused the overlay (ELOOP for a duplicate or nested directory, EINVAL for a work directory inside
     /// the upper, which the fast path leaves to the kernel to find): identify every directory to say what is wrong.
     fn explain_refusal(&self, e: Error) -> Error {
-        match self.resolve().and_then(|all| layers::validate(&all)) {
+        let Ok(all) = self.resolve() else { return e };
+        match layers::validate(&all) {
             Err(precise) if matches!(precise.kind(), ErrorKind::InvalidOverlay(_)) => precise,
-            _ => e,
+            _ => nested_or(e, &all),
         }
     }
 
@@ -702,7 +739,7 @@ impl Overlay {
             };
             ov.set_fd(key(r.role), fd)?;
         }
-        self.finish(&mut ov)
+        self.finish(&mut ov).map_err(|e| nested_or(e, all))
     }
 
     /// Paths of the directories for the string and legacy strategies: idmapped ones point into clones attached
@@ -750,7 +787,7 @@ impl Overlay {
         } else {
             set_all(&mut ov, None)?;
         }
-        self.finish(&mut ov)
+        self.finish(&mut ov).map_err(|e| nested_or(e, all))
     }
 
     /// [`Strategy::Legacy`]: `mount(2)` with one option string, onto a staging directory; the result is cloned detached and the staging
@@ -764,7 +801,11 @@ impl Overlay {
         let mount = |data: &[u8]| {
             rustix::mount::mount("overlay", &at, "overlay", rustix::mount::MountFlags::empty(), &*cstring_bytes(data)?)
                 .map_err(|e| {
-                    Error::os("mount overlay", e).with_path(&at).with_detail(format!("{} bytes of options", data.len()))
+                    let err = Error::os("compose overlay: mount(2)", e).with_detail(format!(
+                        "{} bytes of options; mount(2) gives its reason only in the kernel log (dmesg)",
+                        data.len()
+                    ));
+                    nested_or(err, all)
                 })
         };
         let mounted = if data.len() <= LEGACY_OPTIONS_MAX {
@@ -818,6 +859,60 @@ fn common_dir_len(a: &[u8], b: &[u8]) -> usize {
         return n;
     }
     a[..n].iter().rposition(|&c| c == b'/').unwrap_or(0)
+}
+
+/// Duplicates were ruled out before mounting, so the kernel's ELOOP is nesting the paths' text did not show (a
+/// symlink or a bind mount): reported with the caller's paths, never a staging path.
+fn nested_or(e: Error, all: &[Resolved]) -> Error {
+    if e.raw_os_error() != Some(Errno::LOOP.raw_os_error()) {
+        return e;
+    }
+    const SHOWN: usize = 8;
+    let mut given: Vec<String> = all.iter().take(SHOWN).map(|r| r.given.display().to_string()).collect();
+    if all.len() > SHOWN {
+        given.push(format!("and {} more", all.len() - SHOWN));
+    }
+    Error::os("compose overlay", Errno::LOOP)
+        .with_kind(ErrorKind::InvalidOverlay(OverlayProblem::NestedLayers))
+        .with_kernel_messages(e.kernel_messages().to_vec())
+        .with_detail(format!(
+            "the kernel found one directory inside another (through a symlink or a mount) among {}",
+            given.join(", ")
+        ))
+}
+
+/// Before Linux 6.15 overlay refuses a layer on a detached mount. A caller's fd that is the root of a detached mount
+/// is attached under `staging` (the builder owns the fd, so the mount is its to move), and replaced by a readable fd
+/// of the attached mount; one inside a detached mount but not its root cannot be attached and is refused.
+fn attach_detached(all: &mut [Resolved], staging: &mut Staging) -> Result<()> {
+    let mut table = None;
+    for r in all.iter_mut() {
+        let Some(fd) = &r.fd else { continue };
+        let id = crate::mountinfo::mount_id_of(fd, Path::new(""))
+            .map_err(|e| Error::os("compose overlay: mount id", e).with_path(&r.given))?;
+        if table.is_none() {
+            table = Some(crate::mountinfo::MountTable::current()?);
+        }
+        if table.as_ref().is_some_and(|t| t.by_id(id).is_some()) {
+            continue;
+        }
+        let st = rustix::fs::statx(fd, "", rustix::fs::AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::BASIC_STATS)
+            .map_err(|e| Error::os("compose overlay: stat", e).with_path(&r.given))?;
+        let root = rustix::fs::StatxAttributes::MOUNT_ROOT;
+        if st.stx_attributes_mask.contains(root) && !st.stx_attributes.contains(root) {
+            return Err(Error::new(ErrorKind::NotSupported, "compose overlay").with_path(&r.given).with_detail(
+                "a directory inside a detached mount is a layer only from Linux 6.15: give the mount's root or an \
+                 attached directory",
+            ));
+        }
+        let dup = fd.try_clone().map_err(|e| Error::io("compose overlay: dup", &e))?;
+        let at = staging.attach(DetachedTree::from_fd(dup))?;
+        r.fd = Some(
+            rustix::fs::open(&at, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, rustix::fs::Mode::empty())
+                .map_err(|e| Error::os("compose overlay: open", e).with_path(&at))?,
+        );
+    }
+    Ok(())
 }
 
 /// `path` made absolute by its text, or (with a `..` in it) by resolving it, or as given when it cannot be resolved.

@@ -26,15 +26,8 @@ pub fn have_privilege(name: &str) -> bool {
         if std::env::var("LAYERMOUNT_REQUIRE_ROOT").as_deref() == Ok("1") {
             panic!("{name}: needs CAP_SYS_ADMIN (root) and LAYERMOUNT_REQUIRE_ROOT=1 forbids skipping");
         }
-        // Straight to fd 2, past the test harness's capture, so the skip is seen even when the test "passes";
-        // once per name (property tests ask once per case).
-        static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-        let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
-        if !said.iter().any(|n| n == name) {
-            said.push(name.to_string());
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "skipping {name}: needs root (CAP_SYS_ADMIN)");
-        }
+        // Seen even when the test "passes"; once per name (property tests ask once per case).
+        skip(name, "needs root (CAP_SYS_ADMIN)");
     }
     ok
 }
@@ -54,6 +47,45 @@ pub fn umount(dir: &Path) {
     rustix::mount::unmount(dir, UnmountFlags::DETACH).expect("umount");
 }
 
+/// Whether tmpfs can do on this kernel what tests ask of their scratch space: idmapped mounts (Linux 6.3) and
+/// `user.*` extended attributes (6.6), as the probe finds. Where it cannot, scratch space is a directory of the
+/// temporary directory's filesystem (`TMPDIR`: ext4 in `.ci/qemu/run-kernel`) bind-mounted on itself.
+pub fn tmpfs_can_scratch() -> bool {
+    let f = layermount::Features::get();
+    f.idmap_tmpfs && f.tmpfs_user_xattrs
+}
+
+/// Whether idmapped mounts can be made of `scratch`'s filesystem (the probe asked on that very directory); says
+/// why not on one line, naming the feature, when they cannot.
+pub fn scratch_idmaps(name: &str, scratch: &Path) -> bool {
+    let yes = layermount::idmap_supported(scratch).unwrap_or(false);
+    if !yes {
+        skip(name, "the scratch filesystem cannot be idmapped (idmap_supported is false)");
+    }
+    yes
+}
+
+/// Print `skipping NAME: WHY` once per name, straight to fd 2 (past the harness's capture).
+pub fn skip(name: &str, why: &str) {
+    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
+    if !said.iter().any(|n| n == name) {
+        said.push(name.to_string());
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "skipping {name}: {why}");
+    }
+}
+
+/// True when the running kernel has `feature` (a [`layermount::Features`] flag, named as `layermount probe` names
+/// it); otherwise prints one skip line naming it.
+pub fn has_feature(name: &str, feature: &str) -> bool {
+    let yes = layermount::Features::get().list().iter().any(|(n, v)| *n == feature && *v);
+    if !yes {
+        skip(name, &format!("the kernel lacks {feature}"));
+    }
+    yes
+}
+
 /// Run `body(scratch)` as root in a private mount namespace with a private tmpfs at `scratch`; skip (or fail, under
 /// `LAYERMOUNT_REQUIRE_ROOT=1`) without privilege. Panics in the body propagate; a leaked mount fails the test.
 pub fn privileged(name: &str, body: impl FnOnce(&Path) + Send + 'static) {
@@ -68,12 +100,22 @@ pub fn privileged(name: &str, body: impl FnOnce(&Path) + Send + 'static) {
         rustix::mount::mount_change("/", MountPropagationFlags::PRIVATE | MountPropagationFlags::REC)
             .expect("make / rprivate");
         let dir: PathBuf = tempfile::Builder::new().prefix("layermount-test-").tempdir().expect("tempdir").keep();
-        mount_tmpfs(&dir);
+        let on_tmpfs = tmpfs_can_scratch();
+        if on_tmpfs {
+            mount_tmpfs(&dir);
+        } else {
+            bind(&dir, &dir);
+        }
         let before = MountTable::current().expect("read mount table");
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&dir)));
         let leaked = MountTable::current().expect("read mount table").changes_since(&before);
         umount(&dir);
-        rustix::fs::rmdir(&dir).expect("remove scratch dir");
+        if on_tmpfs {
+            rustix::fs::rmdir(&dir).expect("remove scratch dir");
+        } else {
+            // Unmounted above, and removal stops at any mount the body left: nothing beneath a mount is deleted.
+            layermount::remove_all(&dir).expect("remove scratch dir");
+        }
         if let Err(p) = outcome {
             std::panic::resume_unwind(p);
         }
