@@ -518,7 +518,7 @@ fn symlinked_layer_paths() {
         // naming the caller's paths and never a staging directory.
         let inner = layer(&l1.join("inner"), &[]);
         std::os::unix::fs::symlink(&inner, scratch.join("alias")).unwrap();
-        let stage = stage(scratch);
+        let stage = scratch.join("stage");
         for level in levels_here(NAME) {
             for userns in [None, Some(ns())] {
                 let mut o = Overlay::new().lower(scratch.join("alias")).lower(&l1).strategy(level).staging_dir(&stage);
@@ -563,7 +563,7 @@ fn layers_given_as_trees_and_fds() {
             assert_eq!(owner(&mnt.join("from-tree")), (100000, 100000), "{level}: the tree's own idmap");
             assert_eq!(owner(&mnt.join("from-path")), (0, 0), "{level}: no idmap asked for path layers");
             guard.unmount().unwrap();
-            assert_staging_clean(&scratch.join("stage"));
+            assert!(!scratch.join("stage").exists() || names(&scratch.join("stage")).is_empty(), "{level}");
             // A directory inside a detached mount (not its root) cannot be attached for the kernels that refuse
             // detached layers (before 6.15): refused before anything is mounted. The fast path takes it as it is.
             let tree = layermount::DetachedTree::clone_path(scratch.join("s"), false).unwrap();
@@ -577,7 +577,7 @@ fn layers_given_as_trees_and_fds() {
                 assert_eq!(err.kind(), ErrorKind::NotSupported, "{level}: {err}");
                 assert!(err.to_string().contains("inside a detached mount"), "{level}: {err}");
             }
-            assert_staging_clean(&scratch.join("stage"));
+            assert!(!scratch.join("stage").exists() || names(&scratch.join("stage")).is_empty(), "{level}");
         }
     });
 }
