@@ -152,10 +152,9 @@ fn a_config_json_linux_maps_become_id_maps() {
 #[test]
 fn idmap_maps_the_top_mount_and_ridmap_every_mount() {
     privileged("idmap_maps_the_top_mount_and_ridmap_every_mount", |scratch| {
-        if !layermount::idmap_supported(scratch).unwrap() {
-            eprintln!(
-                "skipping idmap_maps_the_top_mount_and_ridmap_every_mount: the kernel cannot idmap tmpfs (feature: idmap)"
-            );
+        const NAME: &str = "idmap_maps_the_top_mount_and_ridmap_every_mount";
+        // The scratch directory and the tmpfs mounted beneath it are both idmapped.
+        if !common::scratch_idmaps(NAME, scratch) || !common::has_feature(NAME, "idmap_tmpfs") {
             return;
         }
         let src = scratch.join("src");

@@ -157,11 +157,12 @@ mod tests {
     #[test]
     fn both_ways_agree() {
         // tmpfs holds `user.*` xattrs from Linux 6.6; elsewhere the temporary directory's filesystem must.
-        let parent = if crate::Features::get().tmpfs_user_xattrs { "/dev/shm".into() } else { std::env::temp_dir() };
-        let dir = tempfile::tempdir_in(parent).unwrap();
+        let parent: std::path::PathBuf =
+            if crate::Features::get().tmpfs_user_xattrs { "/dev/shm".into() } else { std::env::temp_dir() };
+        let dir = tempfile::tempdir_in(&parent).unwrap();
         check(&dir.path().join("."));
         NO_XATTRAT.store(true, Ordering::Relaxed);
-        let dir2 = tempfile::tempdir_in("/dev/shm").unwrap();
+        let dir2 = tempfile::tempdir_in(&parent).unwrap();
         check(dir2.path());
         NO_XATTRAT.store(false, Ordering::Relaxed);
     }

@@ -364,12 +364,6 @@ impl Overlay {
     pub fn mount(mut self) -> Result<DetachedTree> {
         let features = self.the_features();
         let strategy = self.strategy_for(&features)?;
-        if !self.data.is_empty() && !features.overlay_data_layers {
-            return Err(Error::new(ErrorKind::NotSupported, "compose overlay").with_detail(format!(
-                "overlay on this kernel ({}) does not take data-only layers (Linux 6.5 added them)",
-                features.kernel_release
-            )));
-        }
         for o in &self.options {
             let (k, _) = o.key_value();
             if matches!(k, "lowerdir" | "lowerdir+" | "upperdir" | "workdir" | "datadir+") {
@@ -382,6 +376,12 @@ impl Overlay {
             _ => PathBuf::new(),
         };
         layers::check_counts(self.lowers.len(), self.data.len(), self.upper.is_some(), &first_lower)?;
+        if !self.data.is_empty() && !features.overlay_data_layers {
+            return Err(Error::new(ErrorKind::NotSupported, "compose overlay").with_detail(format!(
+                "overlay on this kernel ({}) does not take data-only layers (Linux 6.5 added them)",
+                features.kernel_release
+            )));
+        }
         if let (Some(ns), true, true) = (&self.userns, self.upper.is_some(), self.idmap_upper) {
             upper::check_idmapped(ns)?;
         }
