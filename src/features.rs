@@ -173,16 +173,22 @@ fn probe_tmpfs_user_xattrs(tmp: &DetachedTree) -> bool {
     dir.is_ok_and(|d| rustix::fs::fsetxattr(&d, "user.layermount", b"1", rustix::fs::XattrFlags::empty()).is_ok())
 }
 
+/// `lowerdir+` strings are parsed, and their paths looked up, by `fsconfig` (6.7). Only that is asked: the paths
+/// lead into a detached tmpfs, which overlay takes as a layer only from 6.15, so creating the overlay would fail on
+/// the kernels this probe is for.
 fn probe_lowerdir_strings(tmp: &DetachedTree) -> Result<()> {
     let base = format!("/proc/thread-self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&tmp.as_fd()));
     let mut ov = FsContext::open("overlay")?;
     ov.set_string("lowerdir+", &format!("{base}/a"))?;
-    ov.set_string("lowerdir+", &format!("{base}/b"))?;
-    ov.create()
+    ov.set_string("lowerdir+", &format!("{base}/b"))
 }
 
+/// `lowerdir+` as an fd is accepted by `fsconfig` from 6.13 (before, the key takes only a string). Not created,
+/// for the same reason as above.
 fn probe_lowerdir_fds(tmp: &DetachedTree) -> Result<()> {
-    overlay_with(&[tmp.open_dir_readable("a")?, tmp.open_dir_readable("b")?])
+    let mut ov = FsContext::open("overlay")?;
+    ov.set_fd("lowerdir+", tmp.open_dir_readable("a")?.as_fd())?;
+    ov.set_fd("lowerdir+", tmp.open_dir_readable("b")?.as_fd())
 }
 
 /// A detached overlay of `a` and `b` as the lower of an overlay with `c` as upper and `d` as work.

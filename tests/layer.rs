@@ -485,6 +485,8 @@ fn data_only_layers_stay_out_of_the_merged_view() {
                 .lower(store.join("l2"))
                 .lower(store.join("l1"))
                 .data_layer(store.join("data"))
+                // Data-only layers need metacopy (Debian's 6.12 refuses them without it; 6.18 does not ask).
+                .option(layermount::OverlayOption::Metacopy(true))
                 .strategy(level)
                 .staging_dir(scratch.join("stage"))
                 .mount_at(&mnt)
