@@ -639,11 +639,9 @@ impl Overlay {
         let root = self.prepares_upper();
         for (i, (role, source)) in sources.iter().enumerate() {
             if let (None, Source::Path(p)) = (&fds[i], source) {
-                // An upper to prepare is read (is it empty?), so it is opened O_RDONLY; overlay takes either.
-                let flags = if root.is_some() && !role.is_layer() { PATH.difference(OFlags::PATH) } else { PATH };
                 let at = abs[i].as_deref().unwrap_or(p);
                 let fd =
-                    rustix::fs::openat(CWD, at, flags, Mode::empty()).map_err(|e| layers::open_error(*role, p, e))?;
+                    rustix::fs::openat(CWD, at, PATH, Mode::empty()).map_err(|e| layers::open_error(*role, p, e))?;
                 fds[i] = Some(fd);
             }
         }

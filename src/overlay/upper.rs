@@ -34,7 +34,7 @@ pub(crate) fn root_of(ns: &UserNamespace) -> Option<(u32, u32)> {
     Some((ns.uid_map().to_host(0)?, ns.gid_map().to_host(0)?))
 }
 
-/// [`prepare`] for one upper or work directory, open `O_RDONLY` as `fd`, for the container root `root`.
+/// [`prepare`] for one upper or work directory, open as `fd` (`O_PATH` will do), for the container root `root`.
 pub(crate) fn prepare_dir(role: Role, given: &Path, fd: BorrowedFd<'_>, root: (u32, u32)) -> Result<()> {
     let (uid, gid) = root;
     let st = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::UID | StatxFlags::GID)
@@ -42,6 +42,11 @@ pub(crate) fn prepare_dir(role: Role, given: &Path, fd: BorrowedFd<'_>, root: (u
     if (st.stx_uid, st.stx_gid) == (uid, gid) {
         return Ok(());
     }
+    // The fd may be O_PATH (the fast path opens it so): read and chown through a readable one, made only now.
+    let fd =
+        rustix::fs::openat(fd, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, rustix::fs::Mode::empty())
+            .map_err(|e| Error::os(OP, e).with_path(given))?;
+    let fd = fd.as_fd();
     if !is_empty(fd).map_err(|e| Error::os(OP, e).with_path(given))? {
         if role == Role::Work {
             // Overlay keeps its own `work/` subdirectory here after a first mount; it runs as the mounter.
