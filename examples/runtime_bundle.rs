@@ -16,8 +16,9 @@
 //! container's root), apply the root filesystem fixups, mount the config's bind mounts (`["rbind", "idmap", "ro"]`
 //! with the mount's own `uidMappings`/`gidMappings`) through `MountSpec::from_oci`, run a process as the container's root in a user namespace with that map (util-linux's
 //! `nsenter`) that writes to `/`, check on the host that its files landed in the upper with its host ids, then
-//! hand a record of the mount to a second process (this program again) that checks the mount is still the one
-//! recorded and unmounts it. Everything the example made is removed at the end with `remove_all`.
+//! write a `MountRecord` of each mount to the state directory and let a second process (this program again) tear
+//! them down from the records alone: `MountGuard::adopt_record` checks each mount is still the recorded one,
+//! `MountRecord::other_mounts` that nothing else uses it, and the mount point the crate made is removed. Everything the example made is removed at the end with `remove_all`.
 
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd};
@@ -25,7 +26,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use layermount::{Fixups, IdMap, MountGuard, MountSpec, MountTable, Overlay, UserNamespace, remove_all};
+use layermount::{Fixups, IdMap, MountGuard, MountRecord, MountSpec, MountTable, Overlay, UserNamespace, remove_all};
 use oci_spec::runtime::{LinuxBuilder, LinuxIdMappingBuilder, MountBuilder, RootBuilder, Spec, SpecBuilder};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -34,7 +35,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = match args.first().map(String::as_str) {
         Some("container-write") => container_write(Path::new(&args[1])),
-        Some("teardown") => args[1..].iter().try_for_each(|r| teardown(r)),
+        // The binds' records, then the root's (last).
+        Some("teardown") => {
+            args[1..].iter().enumerate().try_for_each(|(i, r)| teardown(Path::new(r), i == args.len() - 2))
+        }
         _ => runtime(&args),
     };
     if let Err(e) = outcome {
@@ -156,10 +160,17 @@ fn run(work: &Path, bundle: Option<PathBuf>, mut layers: Vec<PathBuf>) -> Res<()
     println!("on the host, {} is owned by {}:{} (the container's root)", landed.display(), m.uid(), m.gid());
 
     // 4. Teardown from a second process that knows only the record.
-    // Innermost first: the binds, then the root.
-    let records: Vec<String> = binds.into_iter().rev().map(record_of).chain([record_of(guard)]).collect();
-    for r in &records {
-        println!("mount record: {r}");
+    // Innermost first: the binds, then the root. Each record goes to a file in the runtime's state directory, as
+    // a runtime keeps it for its shim or for itself after a restart; the guards are let go without unmounting.
+    let state = work.join("state");
+    let mut records = Vec::new();
+    for (i, guard) in binds.into_iter().rev().chain([guard]).enumerate() {
+        let record = guard.record().ok_or("no mount id to record (a kernel before 5.8)")?;
+        let file = state.join(format!("mount-{i}.record"));
+        fs::write(&file, record.encode())?;
+        println!("recorded {} (mount id {}) in {}", record.target().display(), record.mount_id(), file.display());
+        guard.leak();
+        records.push(file);
     }
     let status = Command::new(std::env::current_exe()?).arg("teardown").args(&records).status()?;
     if !status.success() {
@@ -169,7 +180,10 @@ fn run(work: &Path, bundle: Option<PathBuf>, mut layers: Vec<PathBuf>) -> Res<()
     if table.mounts().iter().any(|m| m.mount_point == rootfs) {
         return Err(format!("{} is still mounted after teardown", rootfs.display()).into());
     }
-    println!("{} is no longer mounted", rootfs.display());
+    if rootfs.exists() {
+        return Err(format!("{} was made by the crate but is still there", rootfs.display()).into());
+    }
+    println!("{} is no longer mounted, and its mount point is gone", rootfs.display());
     Ok(())
 }
 
@@ -199,16 +213,26 @@ fn container_write(rootfs: &Path) -> Res<()> {
     Ok(())
 }
 
-/// What the runtime keeps (in its state directory, or hands to a shim) to tear the mount down later.
-fn record_of(guard: MountGuard) -> String {
-    guard.leak().display().to_string()
-}
-
-/// Runs as a second process with nothing but the record.
-fn teardown(record: &str) -> Res<()> {
-    let guard = MountGuard::adopt(record)?;
-    guard.unmount()?;
-    println!("teardown (pid {}): unmounted {record}", std::process::id());
+/// Runs as a second process that knows nothing but the record file: checks the mount is still the recorded one
+/// and, for the root (an overlay, a filesystem of its own), that nothing else uses it (a bind of a host directory
+/// shares the host's filesystem, so the check means nothing there); then unmounts it and removes the mount point
+/// if the crate made it.
+fn teardown(record_file: &Path, root: bool) -> Res<()> {
+    let record = MountRecord::decode(&fs::read(record_file)?)?;
+    if root {
+        let others = record.other_mounts()?;
+        if !others.is_empty() {
+            return Err(format!("{} is still in use at {others:?}", record.target().display()).into());
+        }
+        println!("teardown (pid {}): no other mount of the root filesystem, on the whole host", std::process::id());
+    }
+    MountGuard::adopt_record(&record)?.unmount()?;
+    println!(
+        "teardown (pid {}): unmounted {} (mount point removed: {})",
+        std::process::id(),
+        record.target().display(),
+        record.created_dir()
+    );
     Ok(())
 }
 

@@ -49,7 +49,9 @@ fn runtime_bundle_builds_writes_and_tears_down_from_a_second_process() {
         "container root sees /data/shared.txt owned by 0:0; writing to /data refused: true",
         "container root (Uid 0, Gid 0) wrote /new-file",
         "new-file is owned by 100000:100000 (the container's root)",
-        "is no longer mounted",
+        "no other mount of the root filesystem, on the whole host",
+        "rootfs (mount point removed: true)",
+        "is no longer mounted, and its mount point is gone",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
