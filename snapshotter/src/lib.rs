@@ -25,11 +25,11 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 
-mod compat;
 mod error;
 pub mod filter;
 mod fixups;
 pub mod reconcile;
+mod roots;
 mod server;
 mod snapshotter;
 pub mod store;

@@ -16,8 +16,8 @@ use std::collections::HashSet;
 
 use layermount::{MountGuard, MountTable};
 
-use crate::compat;
 use crate::error::{Error, Result};
+use crate::roots;
 use crate::snapshotter::Snapshotter;
 
 /// What a reconcile pass did.
@@ -43,7 +43,7 @@ pub fn reconcile(s: &Snapshotter) -> Result<Report> {
     for (key, rec) in &records {
         live.insert(rec.id.to_string());
         if let Some(root) = &rec.root
-            && !compat::is_attached(root)?
+            && !roots::decode(root)?.is_attached()?
         {
             s.store().update(key, |r| {
                 r.root = None;
@@ -64,7 +64,8 @@ pub fn reconcile(s: &Snapshotter) -> Result<Report> {
         // finished: only this snapshotter mounts there.
         if let Ok(id) = name.parse::<u64>() {
             let rootfs = s.rootfs(id);
-            let recorded = recorded_root.as_deref().is_some_and(|r| compat::path(r).ok().as_ref() == Some(&rootfs));
+            let recorded =
+                recorded_root.as_deref().is_some_and(|r| roots::decode(r).is_ok_and(|r| r.target() == rootfs));
             if !recorded && table.mounts().iter().any(|m| m.mount_point == rootfs) {
                 MountGuard::adopt(&rootfs)?.unmount()?;
                 std::fs::remove_dir(&rootfs).map_err(|e| Error::io("remove mount point", &rootfs, e))?;

@@ -17,14 +17,12 @@ use std::time::SystemTime;
 
 use containerd_snapshots::api::types::Mount;
 use containerd_snapshots::{Info, Usage};
-use layermount::{
-    DetachedTree, IdMap, MountAttrs, MountTable, Overlay, StackCache, StackLimits, StackOptions, UserNamespace,
-};
+use layermount::{IdMap, MountAttrs, MountTable, Overlay, StackCache, StackLimits, StackOptions, UserNamespace};
 
-use crate::compat;
 use crate::error::{Error, Result};
 use crate::filter::{Fields, Filters};
 use crate::fixups;
+use crate::roots;
 use crate::store::{Idmapping, Kind, Record, Store};
 
 /// The label containerd's `--remap-labels` puts on the container's snapshot: the uid map, `c:h:s[,c:h:s]`.
@@ -38,6 +36,9 @@ pub const LABEL_FIXUPS: &str = "layermount.fixups";
 pub const LABEL_FIXUPS_INHERITED: &str = "containerd.io/snapshot/layermount.fixups";
 /// Environment variable naming a step at which the process kills itself with SIGKILL (crash tests).
 pub const CRASH_ENV: &str = "LAYERMOUNT_SNAPSHOTTER_CRASH_AT";
+
+/// The fallback strategies' staging directory, under the store (which is 0711; the library makes this one 0700).
+const STAGING: &str = "staging";
 
 /// Options of a [`Snapshotter`].
 #[derive(Debug, Clone)]
@@ -133,12 +134,12 @@ impl Snapshotter {
         }
         // The startup step of a daemon that composes with a fallback strategy: sweep the read-only staging mounts a
         // killed predecessor left (detach + rmdir only).
-        let stale = layermount::cleanup_stale(root.join("staging"))?;
+        let stale = layermount::cleanup_stale(root.join(STAGING))?;
         for (path, why) in &stale.kept {
             eprintln!("layermount-snapshotter: stale staging entry {} left: {why}", path.display());
         }
         let store = Store::open(&root.join("metadata.redb"))?;
-        let stack_options = StackOptions { staging_dir: Some(root.clone()), ..StackOptions::default() };
+        let stack_options = StackOptions { staging_dir: Some(root.join(STAGING)), ..StackOptions::default() };
         let stacks = StackCache::new(StackLimits::default(), stack_options);
         let s = Self { root, store, options, stacks, lock: Mutex::new(()) };
         crate::reconcile::reconcile(&s)?;
@@ -168,6 +169,11 @@ impl Snapshotter {
 
     fn work(&self, id: u64) -> PathBuf {
         self.dir(id).join("work")
+    }
+
+    /// The private directory where the fallback strategies (kernels before 6.15) attach their temporary mounts.
+    fn staging(&self) -> PathBuf {
+        self.root.join(STAGING)
     }
 
     /// An empty directory (mode 0755), the lower layer of a composed root without parents.
@@ -273,7 +279,7 @@ impl Snapshotter {
         let rec = self.get(key)?;
         if rec.idmap.is_some() {
             let attached = match &rec.root {
-                Some(r) => compat::is_attached(r)?,
+                Some(r) => roots::decode(r)?.is_attached()?,
                 None => false,
             };
             if !attached {
@@ -385,7 +391,7 @@ impl Snapshotter {
         })();
         if made.is_err() {
             if let Some(root) = &rec.root {
-                let _ = compat::release(root);
+                let _ = roots::release(root);
             }
             let _ = layermount::remove_all(&dir);
         }
@@ -405,34 +411,37 @@ impl Snapshotter {
                 .lower(self.empty_dir()?)
                 .upper(self.fs(id), self.work(id))
                 .idmap(ns)
-                .staging_dir(self.root.join("staging"))
+                .staging_dir(self.staging())
                 .mount_at(&target)?,
             // On the image's stack (its idmapped layers composed once per image and mapping), or flat where the
             // kernel cannot stack them.
             (Kind::Active, _) => {
                 let (overlay, _how) = self.stacks.compose(&lowers, Some(&ns))?;
-                overlay.upper(self.fs(id), self.work(id)).staging_dir(&self.root).mount_at(&target)?
+                overlay.upper(self.fs(id), self.work(id)).staging_dir(self.staging()).mount_at(&target)?
             }
-            // Overlay refuses one lower layer without an upper: a view of one layer is an idmapped clone of it.
-            (_, 0 | 1) => {
-                let mut tree = DetachedTree::clone_path(lowers.first().cloned().unwrap_or(self.fs(id)), false)?;
-                tree.idmap(&ns)?;
-                tree.set_attrs(MountAttrs::RDONLY, MountAttrs::empty())?;
-                tree.attach(&target)?
+            // A view is a read-only overlay even of one layer (with the store's empty directory as a second
+            // lower: overlay wants two without an upper), so that its root is a filesystem of its own whose other
+            // mounts tell whether it is in use.
+            (_, n) => {
+                let lowers = match n {
+                    0 => vec![self.fs(id), self.empty_dir()?],
+                    1 => vec![lowers[0].clone(), self.empty_dir()?],
+                    _ => lowers,
+                };
+                Overlay::new()
+                    .lowers(&lowers)
+                    .idmap(ns)
+                    .attrs(MountAttrs::RDONLY)
+                    .staging_dir(self.staging())
+                    .mount_at(&target)?
             }
-            (_, _) => Overlay::new()
-                .lowers(&lowers)
-                .idmap(ns)
-                .attrs(MountAttrs::RDONLY)
-                .staging_dir(self.root.join("staging"))
-                .mount_at(&target)?,
         };
-        let record = compat::record(guard)?;
+        let record = roots::record(guard)?;
         if rec.kind == Kind::Active
             && rec.fixups
             && let Err(e) = fixups::apply(&target, &uid, &gid)
         {
-            let _ = compat::release(&record);
+            let _ = roots::release(&record);
             return Err(e);
         }
         Ok(record)
@@ -468,7 +477,7 @@ impl Snapshotter {
 
     /// Refuse while the composed root has another mount (a container's `rootfs`); otherwise detach it.
     fn release_root(&self, key: &str, root: &[u8]) -> Result<()> {
-        let others = compat::other_mounts(root)?;
+        let others = roots::decode(root)?.other_mounts()?;
         if !others.is_empty() {
             let list: Vec<String> = others.iter().map(|p| p.display().to_string()).collect();
             return Err(Error::FailedPrecondition(format!(
@@ -476,7 +485,7 @@ impl Snapshotter {
                 list.join(", ")
             )));
         }
-        compat::release(root)
+        roots::release(root)
     }
 
     /// Remove `key`: refused while it has children or its composed root is in use; then its root is detached (after
