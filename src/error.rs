@@ -44,6 +44,10 @@ pub enum ErrorKind {
     /// The filesystem changed under the operation: a mount was replaced (a guard or record no longer names the
     /// mount at its path), or a directory was swapped while it was being used. Nothing was changed.
     Race,
+    /// The caller cancelled the operation: the reader given to [`apply`](crate::apply) or
+    /// [`apply_into`](crate::apply_into) returned an error of kind [`std::io::ErrorKind::Interrupted`]. Nothing was
+    /// committed and nothing is left behind.
+    Cancelled,
 }
 
 /// Why a layer could not be applied, verified or recovered.
@@ -67,6 +71,8 @@ pub enum LayerProblem {
     UnmappedId,
     /// The destination already exists.
     DestinationExists,
+    /// The destination of [`apply_into`](crate::apply_into) is a directory, but not an empty one.
+    DestinationNotEmpty,
     /// The layer has no commit marker: it was never committed (or its commit was cut short).
     MissingMarker,
     /// The commit marker cannot be read or is of an unknown format version.
@@ -90,6 +96,7 @@ impl fmt::Display for LayerProblem {
             Self::DigestMismatch => "diff_id does not match the expected digest",
             Self::UnmappedId => "owner not mapped by the id shift",
             Self::DestinationExists => "destination already exists",
+            Self::DestinationNotEmpty => "destination directory is not empty",
             Self::MissingMarker => "no commit marker: the layer is not committed",
             Self::BadMarker => "unreadable commit marker",
             Self::ContentMismatch => "content does not match the digest recorded at commit",
@@ -221,6 +228,7 @@ pub struct Error {
     path: Option<PathBuf>,
     errno: Option<i32>,
     detail: Option<String>,
+    io_kind: Option<std::io::ErrorKind>,
     kernel_messages: Vec<String>,
 }
 
@@ -230,7 +238,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// A new error of `kind` raised by `operation`.
     pub(crate) fn new(kind: ErrorKind, operation: &'static str) -> Self {
-        Self { kind, operation, path: None, errno: None, detail: None, kernel_messages: Vec::new() }
+        Self { kind, operation, path: None, errno: None, detail: None, io_kind: None, kernel_messages: Vec::new() }
     }
 
     /// A failed system call. EPERM and EACCES become [`ErrorKind::PermissionDenied`], ENOSYS
@@ -250,7 +258,11 @@ impl Error {
     pub(crate) fn io(operation: &'static str, err: &std::io::Error) -> Self {
         match err.raw_os_error() {
             Some(n) => Self::os(operation, rustix::io::Errno::from_raw_os_error(n)),
-            None => Self::new(ErrorKind::Os, operation).with_detail(err.to_string()),
+            None => {
+                let mut e = Self::new(ErrorKind::Os, operation).with_detail(err.to_string());
+                e.io_kind = Some(err.kind());
+                e
+            }
         }
     }
 
@@ -308,6 +320,18 @@ impl Error {
         self.errno
     }
 
+    /// The kind of the [`std::io::Error`] this error came from, when it had no errno: a reader's own error (a
+    /// network stream that timed out, say) that made [`apply`](crate::apply) fail keeps its kind here.
+    ///
+    /// ```
+    /// let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "registry too slow");
+    /// let e = layermount::Error::from_io("apply layer", "layer.tar", &io);
+    /// assert_eq!(e.io_kind(), Some(std::io::ErrorKind::TimedOut));
+    /// ```
+    pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
+        self.io_kind
+    }
+
     /// The messages the kernel wrote to the filesystem-context fd (`fsopen`) before the failure, oldest first,
     /// e.g. `"e overlayfs: failed to clone lowerpath"`.
     pub fn kernel_messages(&self) -> &[String] {
@@ -356,6 +380,10 @@ impl fmt::Display for Error {
                 f.write_str("changed under the operation")?;
                 need_sep = true;
             }
+            ErrorKind::Cancelled => {
+                f.write_str("cancelled")?;
+                need_sep = true;
+            }
             _ => {}
         }
         if let Some(d) = &self.detail {
@@ -402,9 +430,10 @@ impl From<Error> for std::io::Error {
             ErrorKind::Breakout | ErrorKind::InvalidLayer(_) => std::io::ErrorKind::InvalidData,
             ErrorKind::MountBoundary => std::io::ErrorKind::ResourceBusy,
             ErrorKind::Race => std::io::ErrorKind::ResourceBusy,
+            ErrorKind::Cancelled => std::io::ErrorKind::Interrupted,
             _ => match e.errno {
                 Some(n) => std::io::Error::from_raw_os_error(n).kind(),
-                None => std::io::ErrorKind::Other,
+                None => e.io_kind.unwrap_or(std::io::ErrorKind::Other),
             },
         };
         std::io::Error::new(kind, e)

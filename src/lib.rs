@@ -71,8 +71,9 @@ pub use fscontext::FsContext;
 pub use guard::{MountGuard, MountRecord};
 pub use idmap::{IdMap, IdRange, MAX_EXTENTS};
 pub use layer::{
-    AppliedLayer, ApplyOptions, ApplyStats, AuditFinding, AuditProblem, Compression, DeviceMode, RecoverReport,
-    SyncMode, WhiteoutMode, apply, audit, marker_path, recover, verify,
+    AppliedLayer, ApplyOptions, ApplyStats, AuditFinding, AuditProblem, Compression, DeviceMode, Progress,
+    RecoverReport, SyncMode, WhiteoutMode, apply, apply_into, audit, is_committed, marker_path, recover, recover_dirs,
+    verify,
 };
 pub use mountinfo::{MountChanges, MountInfo, MountTable};
 pub use overlay::{

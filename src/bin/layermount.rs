@@ -12,8 +12,8 @@ mod demo;
 use clap::{CommandFactory, Parser, Subcommand};
 use layermount::{
     ApplyOptions, Composition, DEFAULT_STAGING_DIR, Features, Fixup, Fixups, IdMap, MountGuard, MountSpec, Overlay,
-    STAGING_DIR_ENV, StackCache, StackLimits, StackOptions, Strategy, SyncMode, UserNamespace, WhiteoutMode, apply,
-    audit, cleanup_stale, recover, remove_all, verify,
+    Progress, STAGING_DIR_ENV, StackCache, StackLimits, StackOptions, Strategy, SyncMode, UserNamespace, WhiteoutMode,
+    apply, audit, cleanup_stale, recover, remove_all, verify,
 };
 
 #[derive(Parser, Debug)]
@@ -82,7 +82,8 @@ enum Command {
         record: Option<PathBuf>,
     },
     /// Apply an OCI layer (tar, tar+gzip or tar+zstd, from FILE or - for stdin) into the new directory DIR and
-    /// commit it; prints the diff_id. DIR must not exist; it appears only when complete.
+    /// commit it; prints the diff_id. DIR must not exist; it appears only when complete. When stderr is a terminal,
+    /// progress (bytes read, entries) is shown on one line there while it runs, and erased at the end.
     Apply {
         /// Expected diff_id (sha256 of the uncompressed tar); a mismatch commits nothing.
         #[arg(long, value_name = "sha256:HEX")]
@@ -312,12 +313,26 @@ fn apply_layer(
     if let Some(d) = digest {
         opts = opts.expect_diff_id(d);
     }
-    let layer = if file == "-" {
-        apply(std::io::stdin(), dir, &opts)?
+    // On a terminal, one line on stderr that keeps being rewritten, erased at the end; nothing otherwise.
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if tty {
+        opts = opts.progress(std::sync::Arc::new(|p: Progress| {
+            let mib = p.bytes_read as f64 / (1024.0 * 1024.0);
+            eprint!("\r\x1b[2Klayermount: applying: {mib:.1} MiB read, {} entries", p.entries);
+        }));
+    }
+    let result = if file == "-" {
+        apply(std::io::stdin(), dir, &opts)
     } else {
-        let f = std::fs::File::open(file).map_err(|e| layermount::Error::from_io("apply layer", file, &e))?;
-        apply(f, dir, &opts)?
+        match std::fs::File::open(file) {
+            Ok(f) => apply(f, dir, &opts),
+            Err(e) => Err(layermount::Error::from_io("apply layer", file, &e)),
+        }
     };
+    if tty {
+        eprint!("\r\x1b[2K");
+    }
+    let layer = result?;
     println!("{}", layer.diff_id);
     if layer.stats.skipped_xattrs > 0 {
         // Said once per layer, as umoci does; containerd logs each one.

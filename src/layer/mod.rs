@@ -24,12 +24,12 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{Mode, OFlags};
 
 use crate::error::{Error, ErrorKind, LayerProblem, Result};
-pub use apply::apply;
+pub use apply::{apply, apply_into, is_committed};
 pub use audit::{AuditFinding, AuditProblem, audit};
 pub use options::{ApplyOptions, DeviceMode, SyncMode, WhiteoutMode};
 pub use record::{AppliedLayer, ApplyStats, marker_path};
-pub use recover::{RecoverReport, recover, verify};
-pub use stream::Compression;
+pub use recover::{RecoverReport, recover, recover_dirs, verify};
+pub use stream::{Compression, Progress};
 
 pub(crate) fn layer_error(problem: LayerProblem, operation: &'static str, path: &Path) -> Error {
     Error::new(ErrorKind::InvalidLayer(problem), operation).with_path(path)

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::stream::{Progress, ProgressFn};
 use crate::idmap::IdMap;
 #[cfg(doc)]
 use crate::{LayerProblem, layer::ApplyStats};
@@ -67,7 +68,7 @@ pub enum DeviceMode {
 ///     .parent("/var/lib/layers/1");
 /// assert_eq!(opts.parents.len(), 2);
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct ApplyOptions {
     /// Whiteout format.
@@ -84,6 +85,22 @@ pub struct ApplyOptions {
     /// Shift owners from container ids to host ids with this map (for filesystems that cannot be idmapped);
     /// an owner outside the map is an error.
     pub shift: Option<IdMap>,
+    /// Called as the layer is read ([`ApplyOptions::progress`]).
+    pub(crate) progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for ApplyOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApplyOptions")
+            .field("whiteouts", &self.whiteouts)
+            .field("sync", &self.sync)
+            .field("devices", &self.devices)
+            .field("parents", &self.parents)
+            .field("expected_diff_id", &self.expected_diff_id)
+            .field("shift", &self.shift)
+            .field("progress", &self.progress.as_ref().map(|_| "Fn(Progress)"))
+            .finish()
+    }
 }
 
 impl ApplyOptions {
@@ -119,6 +136,23 @@ impl ApplyOptions {
     /// Shift owners through this map.
     pub fn shift(mut self, map: IdMap) -> Self {
         self.shift = Some(map);
+        self
+    }
+    /// Call `callback` with how far the apply has got ([`Progress`]: bytes read from the reader, entries applied),
+    /// at most once every 100 ms while the layer is read, and once more with the totals when the whole stream has
+    /// been read. It runs on the applying thread or on the thread that reads the blob, never on both at once; keep
+    /// it short (it holds up the apply while it runs).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use layermount::{ApplyOptions, Progress};
+    /// let opts = ApplyOptions::new().progress(Arc::new(|p: Progress| {
+    ///     eprint!("\r{} bytes, {} entries", p.bytes_read, p.entries);
+    /// }));
+    /// # let _ = opts;
+    /// ```
+    pub fn progress(mut self, callback: std::sync::Arc<dyn Fn(Progress) + Send + Sync>) -> Self {
+        self.progress = Some(callback);
         self
     }
 }

@@ -207,6 +207,25 @@ pub(super) fn staging_name(name: &std::ffi::OsStr) -> bool {
     b.first() == Some(&b'.') && at > 1 && digits(pid) && digits(n)
 }
 
+/// The layer name a staging directory `.<name>.partial-<pid>-<n>` belongs to.
+pub(super) fn staging_owner(name: &std::ffi::OsStr) -> Option<&[u8]> {
+    if !staging_name(name) {
+        return None;
+    }
+    let b = name.as_encoded_bytes();
+    let at = b.windows(9).rposition(|w| w == b".partial-")?;
+    Some(&b[1..at])
+}
+
+/// The layer name a temporary marker `.<name>.<pid>-<n>.commit.tmp` belongs to.
+pub(super) fn tmp_marker_owner(name: &std::ffi::OsStr) -> Option<&[u8]> {
+    let b = name.as_encoded_bytes().strip_prefix(b".")?.strip_suffix(b".commit.tmp")?;
+    let dot = b.iter().rposition(|&c| c == b'.')?;
+    let (pid, n) = std::str::from_utf8(&b[dot + 1..]).ok()?.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    (dot > 0 && digits(pid) && digits(n)).then_some(&b[..dot])
+}
+
 /// A commit marker written under a temporary name and synced, waiting to be renamed into place; removed if dropped
 /// before [`publish`](PendingMarker::publish).
 pub(super) struct PendingMarker<'a> {

@@ -3,7 +3,10 @@
 //! extraction.
 
 use std::io::{self, BufRead, BufReader, Read};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -41,15 +44,70 @@ pub(crate) struct StreamSummary {
     pub compression: Compression,
 }
 
+/// Why the pump stopped early: the caller's reader failed (its own error, untouched), or the bytes it gave could not
+/// be decompressed.
+#[derive(Debug)]
+pub(crate) enum StreamError {
+    /// The reader returned this error.
+    Source(io::Error),
+    /// The decoder refused the stream (corrupt compression).
+    Format(io::Error),
+}
+
+/// The caller's reader, counted (for progress) and fused: its first error is kept for the pump to report as the
+/// reader's, and what the decoder above sees instead never has the kind `Interrupted`, which decoders retry.
+struct Tap<'m, R> {
+    inner: R,
+    failed: std::rc::Rc<std::cell::RefCell<Option<io::Error>>>,
+    meter: &'m Meter,
+}
+
+impl<R: Read> Read for Tap<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(e) = &*self.failed.borrow() {
+            return Err(io::Error::other(format!("the layer's reader failed: {e}")));
+        }
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.meter.read(n as u64);
+                Ok(n)
+            }
+            Err(e) => {
+                let seen = io::Error::other(format!("the layer's reader failed: {e}"));
+                *self.failed.borrow_mut() = Some(e);
+                Err(seen)
+            }
+        }
+    }
+}
+
 /// Read `source` to the end, decompressing and hashing, and send the uncompressed bytes in chunks. Stops early (and
-/// quietly) if the receiving side hangs up.
-pub(crate) fn pump(source: impl Read, tx: SyncSender<Chunk>, recycled: Receiver<Vec<u8>>) -> io::Result<StreamSummary> {
-    let mut buffered = BufReader::with_capacity(CHUNK, source);
-    let compression = detect(buffered.fill_buf()?);
+/// quietly) if the receiving side hangs up. An error of `source` itself comes back as [`StreamError::Source`], never
+/// retried (an `Interrupted` from the caller's reader is how it cancels).
+pub(crate) fn pump(
+    source: impl Read,
+    tx: SyncSender<Chunk>,
+    recycled: Receiver<Vec<u8>>,
+    meter: &Meter,
+) -> Result<StreamSummary, StreamError> {
+    let failed = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let classify = |e: io::Error| match failed.borrow_mut().take() {
+        Some(source) => StreamError::Source(source),
+        None => StreamError::Format(e),
+    };
+    let tap = Tap { inner: source, failed: failed.clone(), meter };
+    let mut buffered = BufReader::with_capacity(CHUNK, tap);
+    let compression = match buffered.fill_buf() {
+        Ok(head) => detect(head),
+        Err(e) => {
+            let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+            return Err(classify(e));
+        }
+    };
     let mut inner: Box<dyn Read> = match compression {
         Compression::None => Box::new(buffered),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered).map_err(classify)?),
     };
     let mut hasher = Sha256::new();
     let mut length = 0u64;
@@ -62,11 +120,11 @@ pub(crate) fn pump(source: impl Read, tx: SyncSender<Chunk>, recycled: Receiver<
             match inner.read(&mut chunk[filled..]) {
                 Ok(0) => break,
                 Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted && failed.borrow().is_none() => continue,
                 Err(e) => {
                     let kind = e.kind();
                     let _ = tx.send(Err(io::Error::new(kind, e.to_string())));
-                    return Err(e);
+                    return Err(classify(e));
                 }
             }
         }
@@ -83,6 +141,86 @@ pub(crate) fn pump(source: impl Read, tx: SyncSender<Chunk>, recycled: Receiver<
     let digest = hasher.finalize();
     let sha256_hex = digest.iter().map(|b| format!("{b:02x}")).collect();
     Ok(StreamSummary { sha256_hex, length, compression })
+}
+
+/// How far an apply has got, as the progress callback of [`ApplyOptions::progress`](crate::ApplyOptions::progress)
+/// sees it.
+///
+/// ```
+/// let seen = |p: layermount::Progress| println!("{} bytes read, {} entries", p.bytes_read, p.entries);
+/// # let _ = seen;
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Bytes read from the caller's reader so far (the blob as given, compressed or not).
+    pub bytes_read: u64,
+    /// Archive entries applied so far.
+    pub entries: u64,
+}
+
+/// The progress callback.
+pub(crate) type ProgressFn = std::sync::Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// Counts bytes (pump thread) and entries (extracting thread) and calls the callback, from either thread but never
+/// from both at once, at most once every [`Meter::EVERY`], and once more at the end.
+pub(crate) struct Meter {
+    callback: Option<ProgressFn>,
+    bytes: AtomicU64,
+    entries: AtomicU64,
+    last: Mutex<Option<Instant>>,
+}
+
+impl Meter {
+    pub const EVERY: Duration = Duration::from_millis(100);
+
+    pub fn new(callback: Option<ProgressFn>) -> Self {
+        Self { callback, bytes: AtomicU64::new(0), entries: AtomicU64::new(0), last: Mutex::new(None) }
+    }
+
+    fn read(&self, n: u64) {
+        if self.callback.is_some() {
+            self.bytes.fetch_add(n, Ordering::Relaxed);
+            self.tick(false);
+        }
+    }
+
+    pub fn entry(&self) {
+        if self.callback.is_some() {
+            self.entries.fetch_add(1, Ordering::Relaxed);
+            self.tick(false);
+        }
+    }
+
+    /// The last call, with the totals.
+    pub fn finish(&self) {
+        self.tick(true);
+    }
+
+    fn tick(&self, last: bool) {
+        let Some(cb) = &self.callback else { return };
+        // The thread that finds the lock taken is the other one reporting now: nothing to add.
+        let mut at = if last {
+            self.last.lock().unwrap_or_else(|p| p.into_inner())
+        } else {
+            match self.last.try_lock() {
+                Ok(g) => g,
+                Err(_) => return,
+            }
+        };
+        let now = Instant::now();
+        let due = match *at {
+            None => true,
+            Some(t) => now.duration_since(t) >= Self::EVERY,
+        };
+        if last || due {
+            *at = Some(now);
+            cb(Progress {
+                bytes_read: self.bytes.load(Ordering::Relaxed),
+                entries: self.entries.load(Ordering::Relaxed),
+            });
+        }
+    }
 }
 
 /// One piece of the uncompressed stream, or the error that ended it.
@@ -160,7 +298,7 @@ mod tests {
         let want: String = Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect();
         for blob in [data.clone(), compressed, zst] {
             let ((tx, recycled), mut reader) = channel();
-            let h = std::thread::spawn(move || pump(&blob[..], tx, recycled).unwrap());
+            let h = std::thread::spawn(move || pump(&blob[..], tx, recycled, &Meter::new(None)).unwrap());
             let mut out = Vec::new();
             reader.read_to_end(&mut out).unwrap();
             let s = h.join().unwrap();
