@@ -51,6 +51,19 @@ pub enum ErrorKind {
 }
 
 /// Why a layer could not be applied, verified or recovered.
+///
+/// ```no_run
+/// use layermount::{ApplyOptions, ErrorKind, LayerProblem};
+/// let blob = std::fs::File::open("layer.tar.gz")?;
+/// let opts = ApplyOptions::new().expect_diff_id(format!("sha256:{}", "ab".repeat(32)));
+/// match layermount::apply(blob, "/var/lib/layers/3", &opts) {
+///     Ok(layer) => println!("committed {}", layer.diff_id),
+///     // Nothing was committed and nothing is left behind: fetch the blob again.
+///     Err(e) if e.kind() == ErrorKind::InvalidLayer(LayerProblem::DigestMismatch) => eprintln!("{e}"),
+///     Err(e) => return Err(e.into()),
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum LayerProblem {
@@ -108,6 +121,13 @@ impl fmt::Display for LayerProblem {
 /// Why an overlay could not be composed. Each is detected before any system call that mounts, except
 /// [`SilentlyReadOnly`](OverlayProblem::SilentlyReadOnly), which is checked right after the kernel made the mount
 /// (and the mount is dropped).
+///
+/// ```
+/// use layermount::{ErrorKind, Features, Overlay, OverlayProblem, Strategy};
+/// // Checked before anything is mounted: no privilege is needed to see it.
+/// let err = Overlay::new().features(Features::probe().limited_to(Strategy::Legacy)).mount().unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::InvalidOverlay(OverlayProblem::NoLowerLayer));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum OverlayProblem {
@@ -172,6 +192,12 @@ impl fmt::Display for OverlayProblem {
 }
 
 /// How an id map was malformed.
+///
+/// ```
+/// use layermount::{ErrorKind, IdMap, IdMapProblem};
+/// let err = IdMap::parse("0:100000:65536,10:200000:5").unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::InvalidIdMap(IdMapProblem::OverlappingContainer));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum IdMapProblem {
@@ -233,6 +259,15 @@ pub struct Error {
 }
 
 /// `Result` with [`Error`].
+///
+/// ```
+/// fn container_root(map: &str) -> layermount::Result<u32> {
+///     let map: layermount::IdMap = map.parse()?;
+///     Ok(map.to_host(0).unwrap_or(u32::MAX))
+/// }
+/// assert_eq!(container_root("0:100000:65536")?, 100000);
+/// # Ok::<(), layermount::Error>(())
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
@@ -300,22 +335,49 @@ impl Error {
     }
 
     /// What went wrong, to match on.
+    ///
+    /// ```
+    /// use layermount::{ErrorKind, IdMap};
+    /// let err = IdMap::parse("0:100000").unwrap_err();
+    /// assert!(matches!(err.kind(), ErrorKind::InvalidIdMap(_)));
+    /// ```
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
 
     /// The operation that failed, e.g. `"remove_all"`, `"idmap tree"`, `"fsconfig lowerdir+"`.
+    ///
+    /// ```
+    /// let err = layermount::IdMap::parse("x").unwrap_err();
+    /// assert_eq!(err.operation(), "parse id map");
+    /// ```
     pub fn operation(&self) -> &'static str {
         self.operation
     }
 
     /// The path the operation was working on, if it had one. For [`ErrorKind::MountBoundary`] this is the mount
     /// point that stopped it.
+    ///
+    /// ```no_run
+    /// use layermount::ErrorKind;
+    /// match layermount::remove_all("/var/lib/ctr/old") {
+    ///     Err(e) if e.kind() == ErrorKind::MountBoundary => {
+    ///         eprintln!("still mounted: {}", e.path().unwrap().display());
+    ///     }
+    ///     other => { other?; }
+    /// }
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }
 
     /// The errno of the failed system call, if one failed.
+    ///
+    /// ```no_run
+    /// let err = layermount::DetachedTree::clone_path("/does/not/exist", false).unwrap_err();
+    /// assert_eq!(err.raw_os_error(), Some(2)); // ENOENT
+    /// ```
     pub fn raw_os_error(&self) -> Option<i32> {
         self.errno
     }
@@ -334,6 +396,16 @@ impl Error {
 
     /// The messages the kernel wrote to the filesystem-context fd (`fsopen`) before the failure, oldest first,
     /// e.g. `"e overlayfs: failed to clone lowerpath"`.
+    ///
+    /// ```no_run
+    /// let mut fs = layermount::FsContext::open("overlay")?;
+    /// if let Err(e) = fs.set_string("lowerdir+", "/does/not/exist") {
+    ///     for line in e.kernel_messages() {
+    ///         eprintln!("kernel: {line}");
+    ///     }
+    /// }
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
     pub fn kernel_messages(&self) -> &[String] {
         &self.kernel_messages
     }

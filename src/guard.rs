@@ -20,6 +20,10 @@ use crate::mountinfo::{MountIdentity, MountTable, mount_identity};
 ///
 /// Use [`unmount`](MountGuard::unmount) to see errors, [`leak`](MountGuard::leak) to keep the mount on purpose.
 ///
+/// # Kernel
+/// Any kernel for the unmount (`umount2` with `UMOUNT_NOFOLLOW`: 2.6.34); the same-mount check uses `statx`'s mount id
+/// (5.8) and, from 6.8, the never-reused one (`STATX_MNT_ID_UNIQUE`).
+///
 /// ```no_run
 /// let tree = layermount::DetachedTree::clone_path("/srv/data", false)?;
 /// let guard = tree.attach("/mnt/data")?;
@@ -44,6 +48,13 @@ impl MountGuard {
     /// Take ownership of the mount attached at `target` (made by other means), so that it is unmounted when the
     /// guard drops. Its mount id is recorded now; the mount point itself is never removed. A path that is not a
     /// mount point is refused ([`ErrorKind::InvalidInput`]).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] if `target` is not a mount point; [`ErrorKind::Os`] (or `PermissionDenied`) if it
+    /// cannot be looked at (`statx`).
+    ///
+    /// # Kernel
+    /// `statx` with `STATX_MNT_ID` (Linux 5.8); the never-reused mount id is recorded from 6.8.
     ///
     /// ```no_run
     /// let guard = layermount::MountGuard::adopt("/mnt/legacy")?;
@@ -112,6 +123,12 @@ impl MountGuard {
     }
 
     /// Where the mount is attached.
+    ///
+    /// ```no_run
+    /// let guard = layermount::DetachedTree::clone_path("/srv/data", false)?.attach("/mnt/data")?;
+    /// assert_eq!(guard.path(), std::path::Path::new("/mnt/data"));
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
     pub fn path(&self) -> &Path {
         &self.target
     }
@@ -127,8 +144,16 @@ impl MountGuard {
         self.identity.map(|i| i.id)
     }
 
-    /// Detach-unmount now and report what went wrong: the mount at the path is no longer ours
-    /// ([`ErrorKind::InvalidInput`]), the unmount failed, or the mount point could not be removed.
+    /// Detach-unmount now and report what went wrong, instead of dropping the guard (which cannot).
+    ///
+    /// # Errors
+    /// * [`ErrorKind::Race`]: the mount at the path is no longer the one this guard attached (it was unmounted, or
+    ///   another was mounted over it); nothing is unmounted.
+    /// * [`ErrorKind::Os`] or [`ErrorKind::PermissionDenied`]: `umount2` failed, or the mount point the guard made could
+    ///   not be removed with `rmdir` (something was created in it after the unmount); the mount is gone either way.
+    ///
+    /// # Kernel
+    /// Any (`umount2(MNT_DETACH | UMOUNT_NOFOLLOW)`); the same-mount check needs `statx`'s mount id (5.8).
     ///
     /// ```no_run
     /// let guard = layermount::DetachedTree::clone_path("/srv/data", false)?.attach("/mnt/data")?;
@@ -294,6 +319,9 @@ impl MountRecord {
     ///
     /// # Errors
     /// [`ErrorKind::InvalidInput`] for anything else.
+    ///
+    /// # Kernel
+    /// None: no system call (parsing only).
     ///
     /// ```no_run
     /// let record = layermount::MountRecord::decode(&std::fs::read("/run/ctr/rootfs.record")?)?;

@@ -9,6 +9,13 @@ use std::str::FromStr;
 use crate::error::{Error, ErrorKind, IdMapProblem, Result};
 
 /// The kernel accepts at most this many ranges in one `uid_map` or `gid_map`.
+///
+/// ```
+/// use layermount::{IdMap, MAX_EXTENTS};
+/// let one_each: Vec<(u32, u32, u32)> = (0..MAX_EXTENTS as u32 + 1).map(|i| (i, 1000 + i, 1)).collect();
+/// assert!(IdMap::from_triples(&one_each[..MAX_EXTENTS]).is_ok());
+/// assert!(IdMap::from_triples(&one_each).is_err());
+/// ```
 pub const MAX_EXTENTS: usize = 340;
 
 /// The kernel takes a map in one write of less than a page (`count >= PAGE_SIZE` is `EINVAL`); 4 KiB is the
@@ -82,6 +89,13 @@ fn overlaps(a_start: u32, b_start: u32, a_size: u32, b_size: u32) -> bool {
 impl IdMap {
     /// Build a map from ranges, checking every rule.
     ///
+    /// # Errors
+    /// [`ErrorKind::InvalidIdMap`] with the rule broken ([`IdMapProblem`]): no range, a range of size 0, a range that
+    /// overflows or reaches id 4294967295, ranges overlapping on either side, too many ranges or bytes.
+    ///
+    /// # Kernel
+    /// None: no system call (the rules are the kernel's, checked here so that a bad map fails before any child is made).
+    ///
     /// ```
     /// use layermount::{IdMap, IdRange};
     /// let map = IdMap::new(vec![IdRange { container: 0, host: 1000, size: 10 }])?;
@@ -132,6 +146,13 @@ impl IdMap {
 
     /// Parse containerd's `container:host:size[,container:host:size...]`.
     ///
+    /// # Errors
+    /// [`ErrorKind::InvalidIdMap`]: text that is not `c:h:s` ranges ([`IdMapProblem::Malformed`],
+    /// [`IdMapProblem::NotANumber`]), or a map that breaks a rule of [`IdMap::new`].
+    ///
+    /// # Kernel
+    /// None: no system call.
+    ///
     /// ```
     /// use layermount::{ErrorKind, IdMap, IdMapProblem};
     /// assert!(IdMap::parse("0:1000:1").is_ok());
@@ -162,6 +183,12 @@ impl IdMap {
 
     /// Build a map from OCI `LinuxIDMapping` triples `(containerID, hostID, size)`.
     ///
+    /// # Errors
+    /// As [`IdMap::new`].
+    ///
+    /// # Kernel
+    /// None: no system call.
+    ///
     /// ```
     /// use layermount::IdMap;
     /// let map = IdMap::from_triples(&[(0, 100000, 65536)])?;
@@ -173,11 +200,24 @@ impl IdMap {
     }
 
     /// The ranges, in the order given.
+    ///
+    /// ```
+    /// let map: layermount::IdMap = "0:100000:65536".parse()?;
+    /// assert_eq!(map.ranges()[0].host, 100000);
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
     pub fn ranges(&self) -> &[IdRange] {
         &self.ranges
     }
 
     /// The host id that container id `id` maps to, if any.
+    ///
+    /// ```
+    /// let map: layermount::IdMap = "0:100000:65536".parse()?;
+    /// assert_eq!(map.to_host(0), Some(100000));
+    /// assert_eq!(map.to_host(65536), None);
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
     pub fn to_host(&self, id: u32) -> Option<u32> {
         self.ranges
             .iter()
@@ -186,6 +226,13 @@ impl IdMap {
     }
 
     /// The container id that host id `id` maps to, if any.
+    ///
+    /// ```
+    /// let map: layermount::IdMap = "0:100000:65536".parse()?;
+    /// assert_eq!(map.to_container(100001), Some(1));
+    /// assert_eq!(map.to_container(0), None);
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
     pub fn to_container(&self, id: u32) -> Option<u32> {
         self.ranges
             .iter()

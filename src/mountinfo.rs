@@ -12,6 +12,15 @@ use rustix::fs::{AtFlags, CWD, StatxFlags};
 use crate::error::{Context, Error, ErrorKind, Result};
 
 /// One line of `mountinfo` (see `proc_pid_mountinfo(5)`), with octal escapes (`\040` and friends) decoded.
+///
+/// ```
+/// let line = "40 1 0:50 / /run/c rw,nosuid - overlay overlay rw,lowerdir=/l,upperdir=/u,workdir=/w";
+/// let m = layermount::MountInfo::parse_line(line)?;
+/// assert_eq!((m.mount_id, m.parent_id), (40, 1));
+/// assert_eq!(m.mount_options, "rw,nosuid");
+/// assert_eq!(m.super_option("workdir"), Some("/w"));
+/// # Ok::<(), layermount::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountInfo {
     /// Unique (until unmounted) id of the mount; the one `statx(STATX_MNT_ID)` returns.
@@ -88,6 +97,9 @@ impl MountInfo {
     /// # Errors
     ///
     /// [`ErrorKind::InvalidInput`] for a line that does not have mountinfo's fields.
+    ///
+    /// # Kernel
+    /// None: no system call (parsing only).
     pub fn parse_line(line: impl AsRef<[u8]>) -> Result<Self> {
         let line = line.as_ref();
         let bad = || {
@@ -223,6 +235,22 @@ thread_local! {
 
 impl MountTable {
     /// Read `/proc/thread-self/mountinfo`.
+    ///
+    /// The calling thread's view: a thread that entered a mount namespace of its own (as this crate's tests do) sees
+    /// its own mounts, which `/proc/self/mountinfo` (the main thread's) would not show.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Os`](crate::ErrorKind::Os) if `/proc` is not mounted or the file cannot be read;
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) if a line is malformed.
+    ///
+    /// # Kernel
+    /// Any with `/proc/thread-self` (3.17).
+    ///
+    /// ```no_run
+    /// let table = layermount::MountTable::current()?;
+    /// println!("{} mounts", table.mounts().len());
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
     pub fn current() -> Result<Self> {
         #[cfg(test)]
         READS.with(|r| r.set(r.get() + 1));
@@ -243,6 +271,9 @@ impl MountTable {
     /// # Errors
     ///
     /// [`ErrorKind::InvalidInput`] if any line is malformed.
+    ///
+    /// # Kernel
+    /// None: no system call (parsing only).
     pub fn parse(text: impl AsRef<[u8]>) -> Result<Self> {
         let mounts = text
             .as_ref()
@@ -254,16 +285,48 @@ impl MountTable {
     }
 
     /// Every mount, in the kernel's order (parents before children).
+    ///
+    /// ```
+    /// let t = layermount::MountTable::parse("22 1 0:21 / / rw - tmpfs tmp rw\n23 22 0:22 / /proc rw - proc proc rw\n")?;
+    /// let points: Vec<_> = t.mounts().iter().map(|m| m.mount_point.to_str().unwrap()).collect();
+    /// assert_eq!(points, ["/", "/proc"]);
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
     pub fn mounts(&self) -> &[MountInfo] {
         &self.mounts
     }
 
     /// The mount with this id.
+    ///
+    /// ```
+    /// let t = layermount::MountTable::parse("22 1 0:21 / / rw - tmpfs tmp rw\n23 22 0:22 / /proc rw - proc proc rw\n")?;
+    /// assert_eq!(t.by_id(23).unwrap().fs_type, "proc");
+    /// assert!(t.by_id(99).is_none());
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
     pub fn by_id(&self, mount_id: u64) -> Option<&MountInfo> {
         self.mounts.iter().find(|m| m.mount_id == mount_id)
     }
 
     /// The mount `path` is on (following symlinks in the path, like `stat`, but not in its last component).
+    ///
+    /// The mount is found by the id `statx` reports for `path`, so it is the mount the kernel resolves `path` on, not a
+    /// guess from the path text.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Os`](crate::ErrorKind::Os) if `path` cannot be looked at (`statx`);
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) if its mount is not in this table (the table is
+    /// older than the mount, or from another namespace).
+    ///
+    /// # Kernel
+    /// `statx` with `STATX_MNT_ID` (Linux 5.8).
+    ///
+    /// ```no_run
+    /// let table = layermount::MountTable::current()?;
+    /// let m = table.mount_of("/var/lib/layers")?;
+    /// println!("layers are on {} ({})", m.mount_point.display(), m.fs_type);
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
     pub fn mount_of(&self, path: impl AsRef<Path>) -> Result<&MountInfo> {
         let path = path.as_ref();
         let id = mount_id_of(CWD, path).op_path("find mount of", path)?;
@@ -275,6 +338,15 @@ impl MountTable {
     }
 
     /// Mounts whose mount point is `path` or lies beneath it (by the path text in the table).
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// let t = layermount::MountTable::parse(
+    ///     "22 1 0:21 / / rw - tmpfs t rw\n30 22 0:30 / /run/c rw - overlay o rw\n31 30 0:31 / /run/c/proc rw - proc p rw\n",
+    /// )?;
+    /// assert_eq!(t.beneath(Path::new("/run/c")).count(), 2);
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
     pub fn beneath<'a>(&'a self, path: &'a Path) -> impl Iterator<Item = &'a MountInfo> + 'a {
         self.mounts.iter().filter(move |m| m.mount_point.starts_with(path))
     }
@@ -303,6 +375,15 @@ impl MountTable {
 }
 
 /// The difference between two [`MountTable`]s (see [`MountTable::changes_since`]).
+///
+/// ```
+/// let before = layermount::MountTable::parse("22 1 0:21 / / rw - tmpfs t rw\n")?;
+/// let after = layermount::MountTable::parse("22 1 0:21 / / rw - tmpfs t rw\n30 22 0:30 / /mnt rw - tmpfs x rw\n")?;
+/// let changes = after.changes_since(&before);
+/// assert_eq!(changes.added.len(), 1);
+/// assert!(changes.removed.is_empty());
+/// # Ok::<(), layermount::Error>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MountChanges {
     /// Mounts present now that were not before.
@@ -313,6 +394,12 @@ pub struct MountChanges {
 
 impl MountChanges {
     /// True when nothing was mounted or unmounted.
+    ///
+    /// ```
+    /// let t = layermount::MountTable::parse("22 1 0:21 / / rw - tmpfs t rw\n")?;
+    /// assert!(t.changes_since(&t).is_empty());
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.added.is_empty() && self.removed.is_empty()
     }

@@ -1,7 +1,4 @@
 //! [`remove_all`]: recursive removal that never crosses a mount and never follows a symlink.
-//!
-//! The data-loss bug this prevents: a temporary mount fails to unmount (EBUSY), and a recursive delete of its
-//! parent then walks *into* the still-attached mount and erases what it shows (image layers, host files).
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -17,6 +14,12 @@ use crate::mountinfo::{MountTable, mount_id_of};
 const OP: &str = "remove_all";
 
 /// What [`remove_all`] deleted.
+///
+/// ```no_run
+/// let stats = layermount::remove_all("/var/lib/ctr/42")?;
+/// println!("removed {} directories and {} other entries", stats.dirs, stats.others);
+/// # Ok::<(), layermount::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RemoveStats {
     /// Directories removed (the top one included).
@@ -52,7 +55,11 @@ pub(crate) fn final_name(path: &Path) -> Option<&OsStr> {
     }
 }
 
-/// Remove `path` and everything beneath it, like `rm -rf` but safe around mounts:
+/// Remove `path` and everything beneath it, like `rm -rf` but safe around mounts.
+///
+/// Why it exists: the data loss it prevents. A temporary mount fails to unmount (`EBUSY`, or a crash between mount
+/// and unmount), and a recursive delete of its parent then walks *into* the still-attached mount and erases what it
+/// shows: image layers, host files. `std::fs::remove_dir_all` and `rm -rf` both do this. Here:
 ///
 /// * Before deleting anything, the mount table is checked: if `path` is itself a mount point, or any mount lies
 ///   beneath it (a bind mount of the same filesystem included, and a mount that is only visible through another
@@ -68,6 +75,29 @@ pub(crate) fn final_name(path: &Path) -> Option<&OsStr> {
 /// Components of `path` before the last are resolved normally. A missing `path` is an error (`ENOENT`); a path
 /// whose last component is `.` or `..` (`x/.` included) is refused ([`ErrorKind::InvalidInput`]), as GNU rm
 /// refuses it.
+///
+/// # Errors
+/// * [`ErrorKind::MountBoundary`]: a mount is at or beneath `path`; [`Error::path`] is the mount point. Nothing
+///   beneath it was deleted; when found up front (the usual case) nothing at all was.
+/// * [`ErrorKind::InvalidInput`]: `path` ends in `/`, `.` or `..`.
+/// * [`ErrorKind::Os`] / [`ErrorKind::PermissionDenied`]: a system call failed (`ENOENT` for a missing `path`);
+///   what was deleted before it stays deleted.
+///
+/// # Kernel
+/// Linux 5.8: `openat2` with `RESOLVE_NO_XDEV` (5.6) and `statx` with `STATX_MNT_ID` (5.8).
+///
+/// No privilege is needed beyond write access to what is removed:
+///
+/// ```
+/// let dir = std::env::temp_dir().join(format!("layermount-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(dir.join("a/b"))?;
+/// std::fs::write(dir.join("a/b/file"), "x")?;
+/// std::os::unix::fs::symlink("/etc", dir.join("a/etc"))?; // removed, never followed
+/// let stats = layermount::remove_all(&dir)?;
+/// assert_eq!((stats.dirs, stats.others), (3, 2));
+/// assert!(!dir.exists());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 ///
 /// ```no_run
 /// use layermount::{remove_all, ErrorKind};
