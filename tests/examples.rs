@@ -65,3 +65,49 @@ fn runtime_bundle_builds_writes_and_tears_down_from_a_second_process() {
     assert!(MountTable::current().unwrap().changes_since(&host_before).is_empty());
     assert!(children().is_empty());
 }
+
+#[test]
+fn snapshotter_prepares_commits_views_and_removes_over_a_snapshots_store() {
+    const NAME: &str = "snapshotter_prepares_commits_views_and_removes_over_a_snapshots_store";
+    if !have_privilege(NAME) {
+        return;
+    }
+    let exe = example("snapshotter");
+    let host_before = MountTable::current().unwrap();
+    let out = Command::new("unshare").args(["--mount", "--propagation", "private", "--"]).arg(&exe).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
+    for line in [
+        "recovered: removed 0, incomplete 0, committed 0",
+        "commit extract-0 as layer-0: ok",
+        "commit extract-1 as layer-1: ok",
+        // The cancelled pull: its own kind, nothing committed, Commit refused.
+        "(kind Cancelled)",
+        "/snapshots/3/fs left empty: true",
+        "holds no committed layer",
+        // Mounts as specs, made by the library's encoder.
+        "snapshots/1/fs,upperdir=",
+        "uidmap=0:100000:65536,gidmap=0:100000:65536]",
+        "upper ",
+        "owned by 100000:100000 (the container's root)",
+        "etc/motd whited out: true, wrote new-file into its upper: true",
+        "etc/hostname shows as 100000:100000 on the host",
+        // Remove refused while a runtime's bind of the root exists, then allowed.
+        "refused: remove ctr-plain: its root is still in use at ",
+        "rootfs (the recorded mount)",
+        "rootfs mounted: false",
+        "view-0: app/run.sh true, etc/motd whited out: true, read-only: true",
+        "refused: remove layer-0: other snapshots build on it",
+        // The restart after a crash mid-unpack.
+        "recovered: removed 2, incomplete 1, committed 2",
+        "/.fs.partial-4242-0",
+        "removing the unfinished extract snapshot",
+        "after restart: layer-0, layer-1",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    assert_eq!(stdout.lines().last(), Some("ok"), "{stdout}");
+    assert!(MountTable::current().unwrap().changes_since(&host_before).is_empty());
+    assert!(children().is_empty());
+}
