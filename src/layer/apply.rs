@@ -63,7 +63,14 @@ impl Drop for Staging {
 /// * `.wh.` without a name, `.wh..`, `.wh...`: refused ([`LayerProblem::BadWhiteout`]); other `.wh..wh.*` names
 ///   (aufs bookkeeping) are skipped;
 /// * a root-level opaque marker, which overlay ignores on a layer's root, becomes explicit whiteouts of every name
-///   the lower layers ([`ApplyOptions::parent`]) show at the root.
+///   the lower layers ([`ApplyOptions::parent`]) show at the root;
+/// * a GNU long name or long link, or a PAX header, over 1 MiB, or such records over 2 MiB together for one member
+///   (GNU sparse maps included): refused from the record's header, before its data is read
+///   ([`LayerProblem::MetadataTooLarge`]), so memory stays bounded whatever the archive declares;
+/// * a GNU sparse file: written with its holes (a tiny archive cannot fill the disk with zeros).
+///
+/// The content digest recorded in the marker is what a read-back of the tree sees: modes, owners and times as the
+/// filesystem kept them (a default ACL changes modes, ext4 clamps times), so a fresh layer always passes [`verify`].
 ///
 /// On any error nothing is left behind: the staging directory is removed and `dest` never appears.
 ///
