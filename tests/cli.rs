@@ -596,3 +596,28 @@ fn mount_stack_with_every_strategy() {
         let _ = fs::remove_dir(&target);
     });
 }
+
+/// `apply` shows progress on one line of stderr when stderr is a terminal (util-linux's `script` gives it one), and
+/// says nothing more than before when it is not.
+#[test]
+fn apply_shows_progress_only_on_a_terminal() {
+    common::privileged("apply_shows_progress_only_on_a_terminal", |scratch| {
+        let blob = scratch.join("layer.tar");
+        fs::write(&blob, common::archive::tar_of(&[common::archive::E::File("a", "x"), common::archive::E::Dir("d")]))
+            .unwrap();
+        let p = |path: &std::path::Path| path.display().to_string();
+        let piped = layermount(&["apply", "--sync", "none", &p(&blob), &p(&scratch.join("piped"))]);
+        assert!(piped.status.success(), "{}", stderr(&piped));
+        assert!(piped.stderr.is_empty(), "{}", stderr(&piped));
+        let cmd =
+            format!("{} apply --sync none {} {}", env!("CARGO_BIN_EXE_layermount"), p(&blob), p(&scratch.join("tty")));
+        let o = Command::new("script").args(["-qefc", &cmd, "/dev/null"]).output().expect("run script (util-linux)");
+        let shown = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{shown}");
+        // The totals, then the line erased, then the diff_id on stdout.
+        assert!(shown.contains("\r\u{1b}[2Klayermount: applying: 0.0 MiB read, 2 entries"), "{shown:?}");
+        assert!(shown.contains("\r\u{1b}[2Ksha256:"), "{shown:?}");
+        let diff_id = String::from_utf8_lossy(&piped.stdout);
+        assert!(shown.contains(diff_id.trim()), "{shown:?}");
+    });
+}
