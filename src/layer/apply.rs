@@ -74,6 +74,22 @@ impl Drop for Staging {
 ///
 /// On any error nothing is left behind: the staging directory is removed and `dest` never appears.
 ///
+/// # Errors
+/// * [`ErrorKind::InvalidLayer`]: the archive is not a valid tar stream or its compression is corrupt
+///   ([`LayerProblem::Corrupt`]), `dest` or its marker exists ([`LayerProblem::DestinationExists`]), the diff_id
+///   differs ([`LayerProblem::DigestMismatch`]), and the other [`LayerProblem`]s of a bad layer;
+/// * [`ErrorKind::Breakout`] for an entry that would reach outside the layer;
+/// * [`ErrorKind::Cancelled`] when the reader returns [`std::io::ErrorKind::Interrupted`]: this is how a caller
+///   cancels (a reader that may see a stray `EINTR` should retry it itself, as `read_exact` does). Any other error
+///   of the reader is [`ErrorKind::Os`] with the reader's message and [`io_kind`](crate::Error::io_kind), never a
+///   corrupt layer;
+/// * [`ErrorKind::InvalidInput`] for a malformed expected diff_id or a name [`recover`] owns;
+/// * [`ErrorKind::Os`] / [`ErrorKind::PermissionDenied`] for failed calls (no space, a parent that cannot be
+///   opened).
+///
+/// # Kernel
+/// `openat2` (5.6) for every path beneath the layer root; `renameat2(RENAME_NOREPLACE)` (3.15).
+///
 /// ```no_run
 /// use layermount::{apply, ApplyOptions};
 /// let blob = std::fs::File::open("layer.tar.gz")?;

@@ -6,6 +6,13 @@
 //! syncs, writes the commit marker under a temporary name, renames the staging directory to `<name>` (which must
 //! not exist before, nor its marker) and renames the marker to `<name>.commit` last, then syncs the parent directory. A layer without its marker is not committed, whatever its
 //! directory holds.
+//!
+//! For a snapshotter, whose Prepare has made the directory already, [`apply_into`] applies into an existing empty
+//! directory with the same guarantees (the staging directory is swapped with it by `renameat2(RENAME_EXCHANGE)`,
+//! the marker last), [`is_committed`] says whether a directory holds a committed layer, and [`recover_dirs`] cleans
+//! up beside layer directories wherever they live (`snapshots/<id>/fs`). A reader that fails is never taken for a
+//! corrupt layer: `Interrupted` is [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled), any other error keeps
+//! its kind. [`ApplyOptions::progress`] reports bytes read and entries applied.
 
 mod apply;
 mod audit;
