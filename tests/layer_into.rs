@@ -304,3 +304,36 @@ fn recover_dirs_cleans_a_snapshot_layout_that_recover_cannot() {
         assert!(again.removed.is_empty(), "{again:?}");
     });
 }
+
+/// Someone else acts on the destination while the layer is applied (here from the progress callback, which runs
+/// during the apply): a marker that appears, a file written into the empty directory. The directories are swapped
+/// back and the caller's directory is as it was, with what was written into it.
+#[test]
+fn apply_into_swaps_back_when_the_destination_changes_under_it() {
+    privileged("apply_into_swaps_back_when_the_destination_changes_under_it", |scratch| {
+        let fs_dir = scratch.join("s/fs");
+        let before = empty_dir(&fs_dir);
+        let racer = fs_dir.clone();
+        let opts = quick().progress(Arc::new(move |_| {
+            let _ = fs::write(marker_path(&racer), "someone else's");
+        }));
+        let err = apply_into(&layer()[..], &fs_dir, &opts).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(17), "EEXIST putting the marker in place: {err}");
+        assert_eq!(identity(&fs_dir), before, "the caller's directory is back");
+        assert!(names(&fs_dir).is_empty());
+        assert_eq!(names(&scratch.join("s")), ["fs", "fs.commit"], "nothing of ours left");
+        assert_eq!(fs::read(marker_path(&fs_dir)).unwrap(), b"someone else's");
+        fs::remove_file(marker_path(&fs_dir)).unwrap();
+
+        let racer = fs_dir.clone();
+        let opts = quick().progress(Arc::new(move |_| {
+            let _ = fs::write(racer.join("late"), "written during the apply");
+        }));
+        let err = apply_into(&layer()[..], &fs_dir, &opts).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Race, "{err}");
+        assert_eq!(identity(&fs_dir), before);
+        assert_eq!(fs::read(fs_dir.join("late")).unwrap(), b"written during the apply");
+        assert_eq!(names(&scratch.join("s")), ["fs"]);
+        assert!(!is_committed(&fs_dir).unwrap());
+    });
+}

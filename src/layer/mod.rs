@@ -11,7 +11,7 @@
 //! directory with the same guarantees (the staging directory is swapped with it by `renameat2(RENAME_EXCHANGE)`,
 //! the marker last), [`is_committed`] says whether a directory holds a committed layer, and [`recover_dirs`] cleans
 //! up beside layer directories wherever they live (`snapshots/<id>/fs`). A reader that fails is never taken for a
-//! corrupt layer: `Interrupted` is [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled), any other error keeps
+//! corrupt layer: `Interrupted` is [`ErrorKind::Cancelled`], any other error keeps
 //! its kind. [`ApplyOptions::progress`] reports bytes read and entries applied.
 
 mod apply;
