@@ -11,7 +11,8 @@
 //!   mapped root, rootfs fixups applied into the upper, and a `bind` of the composed root is returned.
 //! * Remove refuses (`FailedPrecondition`) while a composed root is still mounted elsewhere (a container's
 //!   `rootfs`), and deletes with layermount's `remove_all`, which never crosses a mount.
-//! * A crash at any step is repaired on the next start ([`reconcile`]).
+//! * A crash at any step is repaired on the next start: orphan directories removed (their composed roots
+//!   detached first), records of vanished roots forgotten, committed snapshots untouched.
 //!
 //! ```no_run
 //! use layermount_snapshotter::{Options, Snapshotter};
@@ -26,13 +27,13 @@
 #![deny(missing_docs, missing_debug_implementations)]
 
 mod error;
-pub mod filter;
+mod filter;
 mod fixups;
-pub mod reconcile;
+mod reconcile;
 mod roots;
 mod server;
 mod snapshotter;
-pub mod store;
+mod store;
 
 pub use error::{Error, Result};
 pub use server::serve;
@@ -40,3 +41,4 @@ pub use snapshotter::{
     CRASH_ENV, InfoStream, LABEL_FIXUPS, LABEL_FIXUPS_INHERITED, LABEL_GIDMAPPING, LABEL_UIDMAPPING, Options, Service,
     Snapshotter,
 };
+pub use store::Kind;

@@ -21,6 +21,14 @@ const GRACE: Duration = Duration::from_secs(3);
 ///
 /// # Errors
 /// The socket cannot be bound, or the server fails.
+///
+/// ```no_run
+/// use layermount_snapshotter::{Options, Snapshotter, serve};
+/// let s = Snapshotter::open("/var/lib/layermount-snapshotter", Options::default())?;
+/// let rt = tokio::runtime::Runtime::new().expect("runtime");
+/// rt.block_on(serve(s, "/run/layermount-snapshotter.sock".as_ref()))?; // until SIGTERM
+/// # Ok::<(), layermount_snapshotter::Error>(())
+/// ```
 pub async fn serve(snapshotter: Snapshotter, address: &Path) -> Result<()> {
     use std::os::unix::fs::FileTypeExt;
     if let Ok(md) = std::fs::symlink_metadata(address) {

@@ -121,10 +121,16 @@ fn measure(dir: &Path) -> Result<(i64, i64)> {
 impl Snapshotter {
     /// Open the store at `root` (created with mode 0711 if missing: the mapped root of a container must be able
     /// to search every directory above its composed root) and reconcile it with the disk and the mount table
-    /// (see [`crate::reconcile`]).
+    /// (a crash at any step is repaired: see the crate docs).
     ///
     /// # Errors
     /// The directory or the database cannot be opened, or reconciling fails.
+    ///
+    /// ```no_run
+    /// use layermount_snapshotter::{Options, Snapshotter};
+    /// let s = Snapshotter::open("/var/lib/layermount-snapshotter", Options { fixups: false, ..Options::default() })?;
+    /// # Ok::<(), layermount_snapshotter::Error>(())
+    /// ```
     pub fn open(root: impl AsRef<Path>, options: Options) -> Result<Self> {
         let root = std::path::absolute(root.as_ref()).map_err(|e| Error::io("resolve", root.as_ref(), e))?;
         for dir in [root.clone(), root.join("snapshots")] {
@@ -142,11 +148,26 @@ impl Snapshotter {
         let stack_options = StackOptions { staging_dir: Some(root.join(STAGING)), ..StackOptions::default() };
         let stacks = StackCache::new(StackLimits::default(), stack_options);
         let s = Self { root, store, options, stacks, lock: Mutex::new(()) };
-        crate::reconcile::reconcile(&s)?;
+        let report = crate::reconcile::reconcile(&s)?;
+        for dir in &report.removed_dirs {
+            eprintln!("layermount-snapshotter: removed orphan snapshot directory {dir}");
+        }
+        for mount in &report.detached {
+            eprintln!("layermount-snapshotter: detached unrecorded composed root {mount}");
+        }
+        for key in &report.forgotten_roots {
+            eprintln!("layermount-snapshotter: the composed root of {key:?} is gone; composed again on Mounts");
+        }
         Ok(s)
     }
 
     /// The store's directory.
+    ///
+    /// ```no_run
+    /// # let s = layermount_snapshotter::Snapshotter::open("/var/lib/lms", Default::default())?;
+    /// println!("{}", s.root().display());
+    /// # Ok::<(), layermount_snapshotter::Error>(())
+    /// ```
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -224,6 +245,12 @@ impl Snapshotter {
     ///
     /// # Errors
     /// [`Error::NotFound`].
+    ///
+    /// ```no_run
+    /// # let s = layermount_snapshotter::Snapshotter::open("/var/lib/lms", Default::default())?;
+    /// println!("parent: {}", s.stat("default/3/c1")?.parent);
+    /// # Ok::<(), layermount_snapshotter::Error>(())
+    /// ```
     pub fn stat(&self, key: &str) -> Result<Info> {
         Ok(info(key, &self.get(key)?))
     }
@@ -233,6 +260,14 @@ impl Snapshotter {
     ///
     /// # Errors
     /// [`Error::NotFound`]; [`Error::InvalidArgument`] for a field other than labels.
+    ///
+    /// ```no_run
+    /// # let s = layermount_snapshotter::Snapshotter::open("/var/lib/lms", Default::default())?;
+    /// let mut info = s.stat("l1")?;
+    /// info.labels.insert("containerd.io/gc.root".into(), "yes".into());
+    /// s.update(info, Some(vec!["labels.containerd.io/gc.root".into()]))?;
+    /// # Ok::<(), layermount_snapshotter::Error>(())
+    /// ```
     pub fn update(&self, info_in: Info, fieldpaths: Option<Vec<String>>) -> Result<Info> {
         let _l = self.locked();
         let paths = fieldpaths.unwrap_or_default();
@@ -261,6 +296,13 @@ impl Snapshotter {
     ///
     /// # Errors
     /// [`Error::NotFound`], or the directory cannot be read.
+    ///
+    /// ```no_run
+    /// # let s = layermount_snapshotter::Snapshotter::open("/var/lib/lms", Default::default())?;
+    /// let u = s.usage("l1")?;
+    /// println!("{} bytes in {} inodes", u.size, u.inodes);
+    /// # Ok::<(), layermount_snapshotter::Error>(())
+    /// ```
     pub fn usage(&self, key: &str) -> Result<Usage> {
         let rec = self.get(key)?;
         let (size, inodes) = match rec.usage {
@@ -275,6 +317,14 @@ impl Snapshotter {
     ///
     /// # Errors
     /// [`Error::NotFound`]; [`Error::FailedPrecondition`] for a committed snapshot; composing errors.
+    ///
+    /// ```no_run
+    /// # let s = layermount_snapshotter::Snapshotter::open("/var/lib/lms", Default::default())?;
+    /// for m in s.mounts("c1")? {
+    ///     println!("{} {} {:?}", m.r#type, m.source, m.options);
+    /// }
+    /// # Ok::<(), layermount_snapshotter::Error>(())
+    /// ```
     pub fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
         let rec = self.get(key)?;
         if rec.idmap.is_some() {
@@ -340,6 +390,15 @@ impl Snapshotter {
     /// # Errors
     /// [`Error::AlreadyExists`]; [`Error::NotFound`] / [`Error::FailedPrecondition`] for the parent;
     /// [`Error::InvalidArgument`] for bad mapping labels; composing errors (then nothing is left behind).
+    ///
+    /// ```no_run
+    /// use layermount_snapshotter::{Kind, LABEL_GIDMAPPING, LABEL_UIDMAPPING, Snapshotter};
+    /// # let s = Snapshotter::open("/var/lib/lms", Default::default())?;
+    /// let labels = [(LABEL_UIDMAPPING, "0:100000:65536"), (LABEL_GIDMAPPING, "0:100000:65536")];
+    /// let labels = labels.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    /// let mounts = s.create(Kind::Active, "c1", "l2", labels)?; // a bind of the composed root
+    /// # Ok::<(), layermount_snapshotter::Error>(())
+    /// ```
     pub fn create(&self, kind: Kind, key: &str, parent: &str, labels: HashMap<String, String>) -> Result<Vec<Mount>> {
         let _l = self.locked();
         if self.store.get(key)?.is_some() {
@@ -452,6 +511,12 @@ impl Snapshotter {
     /// # Errors
     /// [`Error::NotFound`]; [`Error::AlreadyExists`] (`name`); [`Error::FailedPrecondition`] (not active, or its
     /// root still in use).
+    ///
+    /// ```no_run
+    /// # let s = layermount_snapshotter::Snapshotter::open("/var/lib/lms", Default::default())?;
+    /// s.commit("sha256:abc", "extract-1", Default::default())?;
+    /// # Ok::<(), layermount_snapshotter::Error>(())
+    /// ```
     pub fn commit(&self, name: &str, key: &str, labels: HashMap<String, String>) -> Result<()> {
         let _l = self.locked();
         let rec = self.get(key)?;
@@ -494,6 +559,16 @@ impl Snapshotter {
     ///
     /// # Errors
     /// [`Error::NotFound`]; [`Error::FailedPrecondition`] (children, in use).
+    ///
+    /// ```no_run
+    /// use layermount_snapshotter::Error;
+    /// # let s = layermount_snapshotter::Snapshotter::open("/var/lib/lms", Default::default())?;
+    /// match s.remove("c1") {
+    ///     Err(Error::FailedPrecondition(why)) => eprintln!("not now: {why}"),
+    ///     other => other?,
+    /// }
+    /// # Ok::<(), layermount_snapshotter::Error>(())
+    /// ```
     pub fn remove(&self, key: &str) -> Result<()> {
         let _l = self.locked();
         let rec = self.get(key)?;
@@ -536,6 +611,12 @@ impl Snapshotter {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad filter; database errors.
+    ///
+    /// ```no_run
+    /// # let s = layermount_snapshotter::Snapshotter::open("/var/lib/lms", Default::default())?;
+    /// let roots = s.list(&[r#"labels."containerd.io/gc.root""#.to_string()])?;
+    /// # Ok::<(), layermount_snapshotter::Error>(())
+    /// ```
     pub fn list(&self, filters: &[String]) -> Result<Vec<Info>> {
         let filters = Filters::parse(filters)?;
         Ok(self
@@ -557,7 +638,16 @@ fn parse_maps(m: &Idmapping) -> Result<(IdMap, IdMap)> {
     Ok((parse(LABEL_UIDMAPPING, &m.uid)?, parse(LABEL_GIDMAPPING, &m.gid)?))
 }
 
-/// The gRPC face of a [`Snapshotter`]: each call runs on tokio's blocking pool.
+/// The gRPC face of a [`Snapshotter`]: each call runs on tokio's blocking pool; a failure other than NotFound is
+/// logged in one line. [`serve`](crate::serve) uses it; a server of one's own can too:
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use layermount_snapshotter::{Service, Snapshotter};
+/// let s = Snapshotter::open("/var/lib/layermount-snapshotter", Default::default())?;
+/// let grpc = containerd_snapshots::server(Arc::new(Service(Arc::new(s))));
+/// # Ok::<(), layermount_snapshotter::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Service(pub Arc<Snapshotter>);
 
