@@ -22,6 +22,16 @@ use crate::userns::UserNamespace;
 /// The environment variable that caps the overlay strategy: `legacy`, `string`, `fd-attached` or `fd`.
 ///
 /// Its earlier name, `LAYERMOUNT_OVERLAY_LEVEL`, is still read when this one is unset.
+///
+/// ```
+/// use layermount::{Features, Strategy, STRATEGY_ENV};
+/// // What `LAYERMOUNT_STRATEGY=string` does to `Features::get()`, done by hand:
+/// let cap: Strategy = "string".parse()?;
+/// let f = Features::probe().limited_to(cap);
+/// assert!(f.strategy() <= Strategy::Strings);
+/// assert_eq!(STRATEGY_ENV, "LAYERMOUNT_STRATEGY");
+/// # Ok::<(), layermount::Error>(())
+/// ```
 pub const STRATEGY_ENV: &str = "LAYERMOUNT_STRATEGY";
 
 /// The earlier name of [`STRATEGY_ENV`].
@@ -54,6 +64,13 @@ pub enum Strategy {
 
 impl Strategy {
     /// The name used by [`STRATEGY_ENV`] and the CLI.
+    ///
+    /// ```
+    /// use layermount::Strategy;
+    /// assert_eq!(Strategy::AttachedFds.name(), "fd-attached");
+    /// assert_eq!(Strategy::AttachedFds.name().parse::<Strategy>()?, Strategy::AttachedFds);
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
     pub fn name(self) -> &'static str {
         match self {
             Self::Legacy => "legacy",
@@ -229,6 +246,19 @@ fn probe_detached_layers(ns: &UserNamespace) -> Result<bool> {
 impl Features {
     /// The process-wide probe result, made on first call, with [`STRATEGY_ENV`] applied if set (an
     /// unknown value is ignored with a warning on stderr).
+    ///
+    /// The probe needs no privilege to run, but without `CAP_SYS_ADMIN` the probes that mount report `false` (and
+    /// [`strategy`](Self::strategy) is then `Legacy`).
+    ///
+    /// # Kernel
+    /// Any: every probe that fails reports `false`. The probes that mount make detached tmpfs mounts (`fsmount`, 5.2),
+    /// attached nowhere.
+    ///
+    /// ```
+    /// let f = layermount::Features::get();
+    /// println!("kernel {}: overlay strategy {}", f.kernel_release, f.strategy());
+    /// assert!(std::ptr::eq(f, layermount::Features::get())); // probed once per process
+    /// ```
     pub fn get() -> &'static Features {
         static CACHE: OnceLock<Features> = OnceLock::new();
         CACHE.get_or_init(|| {
@@ -385,6 +415,15 @@ impl Features {
 
 /// Whether the filesystem holding `path` accepts idmapped mounts: clones `path` detached and tries to idmap the
 /// clone (then drops it; nothing is attached). Needs `CAP_SYS_ADMIN`.
+///
+/// # Errors
+/// [`ErrorKind::PermissionDenied`] without `CAP_SYS_ADMIN`; [`ErrorKind::Os`] if `path` cannot be cloned (it does not
+/// exist, say); [`ErrorKind::AlreadyIdmapped`] if the mount `path` is on is idmapped already; the errors of
+/// [`UserNamespace::cached`] when no user namespace can be made.
+///
+/// # Kernel
+/// `open_tree` (5.2) and `mount_setattr` (5.12); the answer depends on the filesystem and kernel (ext4 and xfs 5.12,
+/// btrfs 5.15, tmpfs 6.3). Before 5.12 the answer is `false`.
 ///
 /// ```no_run
 /// assert!(layermount::idmap_supported("/var/lib/layers")?);

@@ -65,6 +65,13 @@ impl Fixup {
     pub const ALL: [Fixup; 2] = [Fixup::MountTargets, Fixup::Mtab];
 
     /// The fixup's name: `mtab`, `mount-targets`.
+    ///
+    /// ```
+    /// use layermount::Fixup;
+    /// assert_eq!(Fixup::MountTargets.name(), "mount-targets");
+    /// assert_eq!("mtab".parse::<Fixup>()?, Fixup::Mtab);
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
     pub fn name(self) -> &'static str {
         match self {
             Self::Mtab => "mtab",
@@ -264,18 +271,30 @@ impl Fixups {
     }
 
     /// Turn the `/etc/mtab` fixup on or off.
+    ///
+    /// ```
+    /// let only_targets = layermount::Fixups::new().mtab(false);
+    /// ```
     pub fn mtab(mut self, on: bool) -> Self {
         self.mtab = on;
         self
     }
 
     /// Also replace an `/etc/mtab` symlink that points somewhere other than the mount table (default: report it).
+    ///
+    /// ```
+    /// let fixups = layermount::Fixups::new().force_mtab(true);
+    /// ```
     pub fn force_mtab(mut self, on: bool) -> Self {
         self.force_mtab = on;
         self
     }
 
     /// Turn the mount-target fixup on or off.
+    ///
+    /// ```
+    /// let only_mtab = layermount::Fixups::new().mount_targets(false);
+    /// ```
     pub fn mount_targets(mut self, on: bool) -> Self {
         self.mount_targets = on;
         self
@@ -292,6 +311,10 @@ impl Fixups {
 
     /// Own what is created by these ids, as seen through the root handed to [`apply`](Self::apply) (host ids, for
     /// a root that is not itself idmapped).
+    ///
+    /// ```
+    /// let fixups = layermount::Fixups::new().owner(100000, 100000);
+    /// ```
     pub fn owner(mut self, uid: u32, gid: u32) -> Self {
         self.owner = Some((uid, gid));
         self.maps = None;
@@ -300,6 +323,12 @@ impl Fixups {
 
     /// Own what is created by the container's root under these maps: the host ids that container id 0 maps to.
     /// [`apply`](Self::apply) fails if a map does not map 0.
+    ///
+    /// ```
+    /// let map: layermount::IdMap = "0:100000:65536".parse()?;
+    /// let fixups = layermount::Fixups::new().idmap(&map, &map); // new entries owned by 100000:100000
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
     pub fn idmap(mut self, uid_map: &IdMap, gid_map: &IdMap) -> Self {
         self.maps = Some((uid_map.clone(), gid_map.clone()));
         self.owner = None;
@@ -307,6 +336,14 @@ impl Fixups {
     }
 
     /// Only report what would change.
+    ///
+    /// ```no_run
+    /// let report = layermount::Fixups::new().dry_run(true).apply("/run/ctr/rootfs")?;
+    /// for change in &report.changes {
+    ///     println!("would change {change}");
+    /// }
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
     pub fn dry_run(mut self, on: bool) -> Self {
         self.dry_run = on;
         self
@@ -320,6 +357,22 @@ impl Fixups {
     /// The root cannot be opened or is not a directory; a map given to [`idmap`](Self::idmap) does not map 0; a
     /// system call fails while inspecting or changing an entry (`Error::path` then names the entry inside the root,
     /// and what was done before the failure stays done: each change is complete in itself).
+    ///
+    /// # Kernel
+    /// `openat2` with `RESOLVE_IN_ROOT` (Linux 5.6). No privilege is needed beyond write access to the root (and
+    /// `CAP_CHOWN` for an owner other than the caller):
+    ///
+    /// ```
+    /// let root = std::env::temp_dir().join(format!("layermount-doc-rootfs-{}", std::process::id()));
+    /// std::fs::create_dir_all(root.join("etc"))?;
+    /// std::fs::write(root.join("etc/mtab"), "stale\n")?;
+    /// let report = layermount::Fixups::new().apply(&root)?;
+    /// assert_eq!(std::fs::read_link(root.join("etc/mtab"))?, std::path::Path::new("../proc/self/mounts"));
+    /// assert!(root.join("proc").is_dir() && root.join("etc/resolv.conf").is_file());
+    /// assert!(layermount::Fixups::new().apply(&root)?.is_clean()); // idempotent
+    /// layermount::remove_all(&root)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn apply(&self, root: impl AsRef<Path>) -> Result<FixupReport> {
         let root = root.as_ref();
         let fd = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
@@ -332,6 +385,9 @@ impl Fixups {
     /// # Errors
     ///
     /// As for [`apply`](Self::apply).
+    ///
+    /// # Kernel
+    /// `openat2` with `RESOLVE_IN_ROOT` (Linux 5.6).
     ///
     /// ```no_run
     /// let root = std::fs::File::open("/run/ctr/rootfs")?;

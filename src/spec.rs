@@ -176,12 +176,23 @@ impl MountSpec {
     /// assert_eq!(data, [std::path::Path::new("/d")]);
     /// # Ok::<(), layermount::Error>(())
     /// ```
+    ///
+    /// # Kernel
+    /// None: no system call (parsing only).
     pub fn lower_layers(&self) -> Result<Option<(Vec<PathBuf>, Vec<PathBuf>)>> {
         Ok(self.plan()?.lowerdir)
     }
 
     /// Set `uidmap=` and `gidmap=`: an existing one is replaced where it stands (a later duplicate is removed),
     /// otherwise it is appended. No other option moves or disappears.
+    ///
+    /// ```
+    /// let map: layermount::IdMap = "0:100000:65536".parse()?;
+    /// let mut spec = layermount::MountSpec::new("bind", "/srv/data", "/run/c/data").with_options("rbind,ro,uidmap=0:1:1");
+    /// spec.set_idmap(&map, &map);
+    /// assert_eq!(spec.options_text(), "rbind,ro,uidmap=0:100000:65536,gidmap=0:100000:65536");
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
     pub fn set_idmap(&mut self, uid_map: &IdMap, gid_map: &IdMap) {
         for (key, map) in [("uidmap=", uid_map), ("gidmap=", gid_map)] {
             let value = OsString::from(format!("{key}{map}"));
@@ -269,6 +280,23 @@ impl MountSpec {
     }
 
     /// Check the spec without mounting anything: the type, every option, the maps.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidMountSpec`] for an unknown mount type, a malformed or unknown option (an unknown
+    /// `X-containerd.*` one included), a flag that takes no value given one, or a map that cannot be used;
+    /// [`ErrorKind::InvalidIdMap`] for a malformed `uidmap=`/`gidmap=`.
+    ///
+    /// # Kernel
+    /// None: no system call.
+    ///
+    /// ```
+    /// use layermount::{ErrorKind, MountSpec};
+    /// let ok = MountSpec::new("tmpfs", "none", "/run/scratch").with_options("size=16m,nodev,noexec");
+    /// ok.validate()?;
+    /// let bad = MountSpec::new("tmpfs", "none", "/run/scratch").with_options("nodev,X-containerd.unknown=1");
+    /// assert_eq!(bad.validate().unwrap_err().kind(), ErrorKind::InvalidMountSpec);
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
     pub fn validate(&self) -> Result<()> {
         self.kind()?;
         self.plan().map(drop)
@@ -292,6 +320,18 @@ impl MountSpec {
     /// 0755) asks to make it, missing parents included, or an `X-containerd.mkdir.path=` names it. A target made
     /// this way stays after unmounting, as with mount(8).
     ///
+    /// # Errors
+    /// Everything [`validate`](Self::validate) reports, before anything is done; [`ErrorKind::Os`] (`ENOENT`) for a
+    /// missing target not asked to be made; then the errors of what performs it: [`Overlay::mount`] for `overlay`,
+    /// [`DetachedTree::clone_path`], [`DetachedTree::idmap`] and [`DetachedTree::attach`] for a bind,
+    /// [`FsContext`] for other types (with the kernel's messages). On error nothing stays mounted, and what
+    /// `X-containerd.mkdir.path=` changed is put back.
+    ///
+    /// # Kernel
+    /// The new mount API (Linux 5.2) and `mount_setattr` (5.12) for flags; an idmap needs 5.12 and a filesystem that
+    /// supports it; `overlay` needs what [`Overlay`] needs (any kernel through the legacy strategy, 6.15 for the fast
+    /// path).
+    ///
     /// ```no_run
     /// let spec = layermount::MountSpec::new("tmpfs", "none", "/run/scratch").with_options("size=16m,nodev,mode=0700");
     /// let guard = spec.mount()?;
@@ -302,6 +342,20 @@ impl MountSpec {
     }
 
     /// Like [`mount`](Self::mount) with the overlay strategy forced (ignored for other types).
+    ///
+    /// # Errors
+    /// As [`mount`](Self::mount); [`ErrorKind::NotSupported`] if the kernel lacks the strategy forced.
+    ///
+    /// # Kernel
+    /// As [`mount`](Self::mount); the strategy's own kernel (see [`Strategy`]).
+    ///
+    /// ```no_run
+    /// use layermount::{MountSpec, Strategy};
+    /// let spec = MountSpec::new("overlay", "overlay", "/run/ctr/rootfs")
+    ///     .with_options("lowerdir=/var/lib/layers/2:/var/lib/layers/1,X-mount.mkdir");
+    /// let guard = spec.mount_with_strategy(Some(Strategy::Legacy))?;
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
     pub fn mount_with_strategy(&self, strategy: Option<Strategy>) -> Result<MountGuard> {
         let kind = self.kind()?;
         let plan = self.plan()?;

@@ -120,6 +120,11 @@ pub(crate) enum Origin {
 /// reach [`idmap`](DetachedTree::idmap) through this type. A foreign fd adopted with
 /// [`from_fd`](DetachedTree::from_fd) is checked at run time instead.
 ///
+/// # Kernel
+/// Linux 5.2 (`open_tree`, `fsmount`, `move_mount`); attributes and idmaps need `mount_setattr` (5.12) and a
+/// filesystem that can be idmapped (ext4 and xfs from 5.12, btrfs 5.15, tmpfs 6.3, overlay itself 5.19 —
+/// [`idmap_supported`](crate::idmap_supported) asks the kernel).
+///
 /// ```no_run
 /// use layermount::{DetachedTree, IdMap, MountAttrs, UserNamespace};
 /// let map: IdMap = "0:100000:65536".parse()?;
@@ -149,6 +154,14 @@ impl DetachedTree {
     /// # References
     /// - [`open_tree(2)`](https://man7.org/linux/man-pages/man2/open_tree.2.html)
     ///
+    /// # Errors
+    /// [`ErrorKind::PermissionDenied`] without `CAP_SYS_ADMIN`; [`ErrorKind::Os`] when `path` does not resolve
+    /// (`ENOENT`) or cannot be cloned (`EINVAL` for a mount the caller's namespace does not own);
+    /// [`ErrorKind::NotSupported`] before Linux 5.2.
+    ///
+    /// # Kernel
+    /// Linux 5.2.
+    ///
     /// ```no_run
     /// let tree = layermount::DetachedTree::clone_path("/srv/data", true)?;
     /// # Ok::<(), layermount::Error>(())
@@ -159,6 +172,12 @@ impl DetachedTree {
     }
 
     /// Like [`clone_path`](Self::clone_path), relative to a directory fd (an empty path clones `dirfd` itself).
+    ///
+    /// # Errors
+    /// As [`clone_path`](Self::clone_path).
+    ///
+    /// # Kernel
+    /// Linux 5.2.
     ///
     /// ```no_run
     /// let dir = std::fs::File::open("/srv")?;
@@ -217,6 +236,13 @@ impl DetachedTree {
     /// Set then clear per-mount flags (`mount_setattr(2)`, recursively if the tree was cloned recursively).
     /// A flag in both sets is cleared.
     ///
+    /// # Errors
+    /// [`ErrorKind::Os`] when the kernel refuses the change (`EPERM` clearing a flag that was locked, for instance);
+    /// [`ErrorKind::NotSupported`] before Linux 5.12.
+    ///
+    /// # Kernel
+    /// `mount_setattr` (Linux 5.12).
+    ///
     /// ```no_run
     /// use layermount::{DetachedTree, MountAttrs};
     /// let mut t = DetachedTree::clone_path("/srv/data", false)?;
@@ -232,6 +258,12 @@ impl DetachedTree {
 
     /// Set the access-time mode.
     ///
+    /// # Errors
+    /// As [`set_attrs`](Self::set_attrs).
+    ///
+    /// # Kernel
+    /// `mount_setattr` (Linux 5.12).
+    ///
     /// ```no_run
     /// let mut t = layermount::DetachedTree::clone_path("/srv/data", false)?;
     /// t.set_atime(layermount::Atime::None)?;
@@ -243,6 +275,12 @@ impl DetachedTree {
     }
 
     /// Set the propagation type.
+    ///
+    /// # Errors
+    /// As [`set_attrs`](Self::set_attrs).
+    ///
+    /// # Kernel
+    /// `mount_setattr` (Linux 5.12).
     ///
     /// ```no_run
     /// let mut t = layermount::DetachedTree::clone_path("/srv/data", false)?;
@@ -261,6 +299,14 @@ impl DetachedTree {
     /// Refused with [`ErrorKind::AlreadyIdmapped`] when the tree already has an idmap, and with
     /// [`ErrorKind::AlreadyAttached`] when it is (or was) attached to a mount table. Needs Linux 5.12 and a
     /// filesystem that supports idmapped mounts ([`ErrorKind::NotSupported`] otherwise).
+    ///
+    /// # Errors
+    /// [`ErrorKind::AlreadyIdmapped`], [`ErrorKind::AlreadyAttached`], [`ErrorKind::NotSupported`] as above;
+    /// [`ErrorKind::PermissionDenied`] without `CAP_SYS_ADMIN` in the initial user namespace.
+    ///
+    /// # Kernel
+    /// `mount_setattr` with `MOUNT_ATTR_IDMAP` (Linux 5.12) on a filesystem that supports it (ext4, xfs: 5.12; btrfs:
+    /// 5.15; tmpfs: 6.3; measured on Debian's 6.1: ext4 yes, tmpfs no).
     ///
     /// ```no_run
     /// use layermount::{DetachedTree, UserNamespace};
@@ -335,6 +381,16 @@ impl DetachedTree {
     }
 
     /// True once [`idmap`](Self::idmap) succeeded on this tree.
+    ///
+    /// ```no_run
+    /// use layermount::{DetachedTree, UserNamespace};
+    /// let map = "0:100000:65536".parse()?;
+    /// let mut t = DetachedTree::clone_path("/srv/layers", false)?;
+    /// assert!(!t.is_idmapped());
+    /// t.idmap(&UserNamespace::cached(&map, &map)?)?;
+    /// assert!(t.is_idmapped());
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
     pub fn is_idmapped(&self) -> bool {
         self.idmapped
     }
@@ -373,6 +429,13 @@ impl DetachedTree {
     /// Open the directory `path` (relative, resolved beneath the tree's root, never crossing a mount or a magic
     /// link) as an `O_PATH` fd: what overlay's `lowerdir+` takes from Linux 6.15.
     ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] for an absolute `path`; [`ErrorKind::Os`] when it does not resolve to a directory
+    /// beneath the root (`ENOTDIR`, `ENOENT`) or would leave the tree or cross a mount (`EXDEV`).
+    ///
+    /// # Kernel
+    /// `openat2` (Linux 5.6). Overlay takes such an `O_PATH` fd of a detached tree as a layer from 6.15.
+    ///
     /// ```no_run
     /// let store = layermount::DetachedTree::clone_path("/var/lib/layers", false)?;
     /// let layer = store.open_dir("sha256-abc")?;
@@ -384,6 +447,12 @@ impl DetachedTree {
 
     /// Like [`open_dir`](Self::open_dir) but `O_RDONLY`, for kernels (6.13, 6.14) whose overlay refuses `O_PATH`
     /// layer fds.
+    ///
+    /// # Errors
+    /// As [`open_dir`](Self::open_dir).
+    ///
+    /// # Kernel
+    /// `openat2` (Linux 5.6).
     ///
     /// ```no_run
     /// let store = layermount::DetachedTree::clone_path("/var/lib/layers", false)?;
@@ -400,6 +469,14 @@ impl DetachedTree {
     ///
     /// # References
     /// - [`move_mount(2)`](https://man7.org/linux/man-pages/man2/move_mount.2.html)
+    ///
+    /// # Errors
+    /// [`ErrorKind::Os`] when `target` cannot be made or the kernel refuses the move (`ENOENT`, `EINVAL` for an fd
+    /// that is not a detached mount, `ENOTDIR`); a `target` this call made is removed again.
+    /// [`ErrorKind::PermissionDenied`] without `CAP_SYS_ADMIN`.
+    ///
+    /// # Kernel
+    /// `move_mount` (Linux 5.2).
     ///
     /// ```no_run
     /// let tree = layermount::DetachedTree::clone_path("/srv/data", false)?;

@@ -69,6 +69,12 @@ type CacheKey = (IdMap, IdMap);
 
 /// How many namespaces the process-wide cache keeps alive on its own unless told otherwise
 /// ([`UserNamespace::set_cache_capacity`]).
+///
+/// ```
+/// use layermount::{UserNamespace, DEFAULT_CACHE_CAPACITY};
+/// let previous = UserNamespace::set_cache_capacity(DEFAULT_CACHE_CAPACITY * 4); // a daemon with many maps
+/// UserNamespace::set_cache_capacity(previous);
+/// ```
 pub const DEFAULT_CACHE_CAPACITY: usize = 64;
 
 /// What the process-wide cache of [`UserNamespace::cached`] holds and has done, from

@@ -55,6 +55,19 @@ pub struct StackStats {
 }
 
 /// How [`StackCache::compose`] composed.
+///
+/// ```no_run
+/// use layermount::{Composition, StackCache};
+/// let cache = StackCache::default();
+/// let (overlay, how) = cache.compose(&["/var/lib/layers/2", "/var/lib/layers/1"], None)?;
+/// match &how {
+///     Composition::Hit => println!("on a cached stack"),
+///     Composition::Miss => println!("built a stack"),
+///     Composition::Flat(why) => println!("flat: {why}"),
+///     _ => {}
+/// }
+/// # Ok::<(), layermount::Error>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Composition {
@@ -152,6 +165,9 @@ impl StackCache {
     /// # Errors
     /// As [`ImageStack::build_with`]; a failed build caches nothing.
     ///
+    /// # Kernel
+    /// As [`ImageStack::build`]: a detached stack from 6.15, attached under the private staging directory before.
+    ///
     /// ```no_run
     /// let cache = layermount::StackCache::default();
     /// let stack = cache.get(&["/l/2", "/l/1"], None)?;
@@ -203,6 +219,9 @@ impl StackCache {
     ///
     /// # Errors
     /// Any failure to build the stack other than one a flat compose avoids.
+    ///
+    /// # Kernel
+    /// As [`ImageStack::build`]; a flat compose needs what [`Overlay`](crate::Overlay) needs.
     ///
     /// ```no_run
     /// use layermount::{Composition, StackCache};

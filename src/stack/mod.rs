@@ -135,6 +135,11 @@ impl ImageStack {
     /// layer lives on an overlay (a container overlay on the stack would be one filesystem too deep);
     /// [`OverlayProblem::NoLowerLayer`] for no layer.
     ///
+    /// # Kernel
+    /// Any kernel with overlay, through the same strategies as [`Overlay`](crate::Overlay) (see the table in the
+    /// [module docs](self)): kept detached from Linux 6.15 where the kernel takes a detached overlay as a layer (the
+    /// probe's `overlay_stack`), attached under a private 0700 staging directory before.
+    ///
     /// ```no_run
     /// let stack = layermount::ImageStack::build(["/var/lib/layers/2", "/var/lib/layers/1"], None)?;
     /// assert_eq!(stack.layer_count(), 2);
@@ -148,6 +153,9 @@ impl ImageStack {
     ///
     /// # Errors
     /// As [`build`](Self::build); `NotSupported` for a strategy the kernel lacks.
+    ///
+    /// # Kernel
+    /// As [`build`](Self::build); the strategy forced needs its own kernel (see [`Strategy`](crate::Strategy)).
     ///
     /// ```no_run
     /// use layermount::{ImageStack, StackOptions, Strategy};
