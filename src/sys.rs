@@ -2,8 +2,7 @@
 //!
 //! * `mount_setattr(2)` with `struct mount_attr` (Linux 5.12),
 //! * `open_tree_attr(2)` (Linux 6.15),
-//! * the `clone(2)` that starts a process in a new user namespace, and the one that starts a process joining an
-//!   existing one (`setns(2)` in the child),
+//! * the `clone(2)` that starts a process holding a user namespace (a new one, or one it joins with `setns(2)`),
 //! * `ioctl(NS_GET_NSTYPE)` on a namespace fd.
 //!
 //! Everything else (fsopen, fsconfig, fsmount, move_mount, open_tree, statx, openat2, umount2) comes from rustix.
@@ -79,26 +78,32 @@ pub(crate) fn open_tree_attr(
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Start a child process in a new user namespace. The child does nothing but wait to be killed: it exists only
-/// so that its parent can write `/proc/<pid>/{uid,gid}_map` and open `/proc/<pid>/ns/user`. It is killed with
-/// `SIGKILL` when the thread that made it exits (`PR_SET_PDEATHSIG`), so it cannot outlive a crashed caller.
+/// Start a child process that holds a user namespace: a new one (`join` is `None`: `clone(CLONE_NEWUSER)`), or
+/// the existing one `join` refers to (`setns(2)` in the child). The child does nothing but wait to be killed: it
+/// exists only so that its parent can write or read `/proc/<pid>/{uid,gid}_map` and open `/proc/<pid>/ns/user`.
+/// It is killed with `SIGKILL` when the thread that made it exits (`PR_SET_PDEATHSIG`), so it cannot outlive a
+/// crashed caller.
+///
+/// When joining, this returns once the child has joined; if it could not, the child is reaped and its `setns`
+/// errno returned (`EINVAL` for the caller's own namespace or an ancestor of it, `EPERM` without `CAP_SYS_ADMIN`
+/// over it).
 ///
 /// The caller must kill and reap it (see `userns.rs`).
-pub(crate) fn spawn_userns_holder() -> Result<Pid> {
+pub(crate) fn spawn_userns_holder(join: Option<BorrowedFd<'_>>) -> Result<Pid> {
     let parent = rustix::process::getpid();
-    // SAFETY: `clone` without CLONE_VM and with a null stack behaves like `fork`: the child gets a copy of the
-    // address space. In the child we only call async-signal-safe functions (prctl, getppid, pause, _exit) and
-    // never return into Rust code, so no lock or allocator state copied from other threads is ever touched.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
+    // The joining child reports the outcome of `setns` (0 or an errno, 4 bytes) through this pipe.
+    let report = match join {
+        Some(_) => Some(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?),
+        None => None,
     };
+    let join_raw = join.map(|ns| ns.as_raw_fd());
+    let report_w_raw = report.as_ref().map(|(_, w)| w.as_raw_fd());
+    let flags = if join.is_some() { libc::SIGCHLD } else { libc::CLONE_NEWUSER | libc::SIGCHLD };
+    // SAFETY: `clone` without CLONE_VM and with a null stack behaves like `fork`: the child gets a copy of the
+    // address space. In the child we only call async-signal-safe functions (prctl, getppid, setns, write, pause,
+    // _exit) on fds it inherited, and never return into Rust code, so no lock or allocator state copied from
+    // other threads is ever touched.
+    let ret = unsafe { libc::syscall(libc::SYS_clone, flags as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
     let pid = check(ret)?;
     if pid == 0 {
         // SAFETY: child side, see above.
@@ -107,55 +112,13 @@ pub(crate) fn spawn_userns_holder() -> Result<Pid> {
             if libc::getppid() != parent.as_raw_nonzero().get() {
                 libc::_exit(0);
             }
-            loop {
-                libc::pause();
-            }
-        }
-    }
-    Ok(Pid::from_raw(pid as i32).expect("clone returned a positive pid"))
-}
-
-/// `NS_GET_NSTYPE`: `_IO(0xb7, 0x3)` from `<linux/nsfs.h>` (Linux 4.11).
-const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
-
-/// The `CLONE_NEW*` type of the namespace `fd` refers to (`ioctl(NS_GET_NSTYPE)`). `ENOTTY` for an fd that is
-/// not a namespace.
-pub(crate) fn namespace_type(fd: BorrowedFd<'_>) -> Result<i32> {
-    // SAFETY: NS_GET_NSTYPE takes no argument and only returns an int; a non-namespace fd gets ENOTTY.
-    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE) };
-    check(libc::c_long::from(ret)).map(|t| t as i32)
-}
-
-/// The `CLONE_NEWUSER` namespace type, as [`namespace_type`] returns it.
-pub(crate) const CLONE_NEWUSER: i32 = libc::CLONE_NEWUSER;
-
-/// Start a child process that joins the user namespace `ns` (`setns(2)`) and then waits to be killed, so that its
-/// parent can read `/proc/<pid>/{uid,gid}_map` as seen from outside. Returns once the child has joined; if it
-/// could not, the child is reaped and its `setns` errno returned (`EINVAL` for the caller's own namespace or an
-/// ancestor of it, `EPERM` without `CAP_SYS_ADMIN` over it). Dies with the thread that made it
-/// (`PR_SET_PDEATHSIG`).
-///
-/// The caller must kill and reap it (see `userns.rs`).
-pub(crate) fn spawn_userns_joiner(ns: BorrowedFd<'_>) -> Result<Pid> {
-    let parent = rustix::process::getpid();
-    let (report_r, report_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-    let (ns_raw, w_raw) = (ns.as_raw_fd(), report_w.as_raw_fd());
-    // SAFETY: as in `spawn_userns_holder`: a fork-like clone whose child calls only async-signal-safe functions
-    // (prctl, getppid, setns, write, pause, _exit) on fds it inherited, and never returns into Rust code.
-    let ret = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
-    let pid = check(ret)?;
-    if pid == 0 {
-        // SAFETY: child side, see above.
-        unsafe {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
-            if libc::getppid() != parent.as_raw_nonzero().get() {
-                libc::_exit(0);
-            }
-            let outcome: i32 =
-                if libc::setns(ns_raw, libc::CLONE_NEWUSER) == 0 { 0 } else { *libc::__errno_location() };
-            libc::write(w_raw, (&outcome as *const i32).cast(), 4);
-            if outcome != 0 {
-                libc::_exit(1);
+            if let (Some(ns), Some(w)) = (join_raw, report_w_raw) {
+                let outcome: i32 =
+                    if libc::setns(ns, libc::CLONE_NEWUSER) == 0 { 0 } else { *libc::__errno_location() };
+                libc::write(w, (&outcome as *const i32).cast(), 4);
+                if outcome != 0 {
+                    libc::_exit(1);
+                }
             }
             loop {
                 libc::pause();
@@ -163,6 +126,7 @@ pub(crate) fn spawn_userns_joiner(ns: BorrowedFd<'_>) -> Result<Pid> {
         }
     }
     let pid = Pid::from_raw(pid as i32).expect("clone returned a positive pid");
+    let Some((report_r, report_w)) = report else { return Ok(pid) };
     drop(report_w);
     let mut buf = [0u8; 4];
     let got = loop {
@@ -183,6 +147,20 @@ pub(crate) fn spawn_userns_joiner(ns: BorrowedFd<'_>) -> Result<Pid> {
     while let Err(Errno::INTR) = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()) {}
     Err(Errno::from_raw_os_error(outcome))
 }
+
+/// `NS_GET_NSTYPE`: `_IO(0xb7, 0x3)` from `<linux/nsfs.h>` (Linux 4.11).
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+/// The `CLONE_NEW*` type of the namespace `fd` refers to (`ioctl(NS_GET_NSTYPE)`). `ENOTTY` for an fd that is
+/// not a namespace.
+pub(crate) fn namespace_type(fd: BorrowedFd<'_>) -> Result<i32> {
+    // SAFETY: NS_GET_NSTYPE takes no argument and only returns an int; a non-namespace fd gets ENOTTY.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE) };
+    check(libc::c_long::from(ret)).map(|t| t as i32)
+}
+
+/// The `CLONE_NEWUSER` namespace type, as [`namespace_type`] returns it.
+pub(crate) const CLONE_NEWUSER: i32 = libc::CLONE_NEWUSER;
 
 /// Give the calling thread its own filesystem information (cwd, root, umask): `unshare(CLONE_FS)`.
 ///

@@ -201,7 +201,7 @@ impl UserNamespace {
     /// # Ok::<(), layermount::Error>(())
     /// ```
     pub fn new(uid_map: &IdMap, gid_map: &IdMap) -> Result<Self> {
-        let holder = Holder(sys::spawn_userns_holder().op("clone user namespace")?);
+        let holder = Holder(sys::spawn_userns_holder(None).op("clone user namespace")?);
         write_proc(holder.0, "uid_map", &uid_map.to_proc_format())?;
         if let Err(e) = write_proc(holder.0, "gid_map", &gid_map.to_proc_format()) {
             // Without CAP_SETGID the kernel wants setgroups denied before a gid map is written.
@@ -257,7 +257,7 @@ impl UserNamespace {
             Err(Errno::NOTTY | Errno::INVAL) => return Err(from_fd_error("not a namespace")),
             Err(e) => return Err(Error::os("user namespace from fd", e)),
         }
-        let pid = sys::spawn_userns_joiner(fd.as_fd()).map_err(|e| match e {
+        let pid = sys::spawn_userns_holder(Some(fd.as_fd())).map_err(|e| match e {
             Errno::INVAL => from_fd_error("the caller's own user namespace or an ancestor of it"),
             e => Error::os("join user namespace", e),
         })?;

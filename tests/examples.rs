@@ -30,18 +30,31 @@ fn example(name: &str) -> PathBuf {
     path
 }
 
+/// Run the example in a mount namespace of its own (`unshare --mount --propagation private`), check that it
+/// succeeded and left the host's mount table and this process's children as they were, and return its output.
+fn run_privately(name: &str) -> String {
+    // One example at a time: the child check sees every thread's children.
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let exe = example(name);
+    let host_before = MountTable::current().unwrap();
+    let out = Command::new("unshare").args(["--mount", "--propagation", "private", "--"]).arg(&exe).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{name}: {}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
+    let changed = MountTable::current().unwrap().changes_since(&host_before);
+    assert!(changed.is_empty(), "{name} changed the host's mount table: {changed}");
+    assert!(children().is_empty(), "{name} left a child");
+    stdout
+}
+
 #[test]
 fn runtime_bundle_builds_writes_and_tears_down_from_a_second_process() {
     const NAME: &str = "runtime_bundle_builds_writes_and_tears_down_from_a_second_process";
     if !have_privilege(NAME) {
         return;
     }
-    let exe = example("runtime_bundle");
-    let host_before = MountTable::current().unwrap();
-    let out = Command::new("unshare").args(["--mount", "--propagation", "private", "--"]).arg(&exe).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
+    let stdout = run_privately("runtime_bundle");
     for line in [
         "uid map 0:100000:65536, gid map 0:100000:65536",
         "rbind,idmap,ro,uidmap=0:100000:65536,gidmap=0:100000:65536",
@@ -62,8 +75,6 @@ fn runtime_bundle_builds_writes_and_tears_down_from_a_second_process() {
     };
     assert_ne!(pid_in("runtime (pid "), pid_in("teardown (pid "), "{stdout}");
     assert_eq!(stdout.lines().last(), Some("ok"), "{stdout}");
-    assert!(MountTable::current().unwrap().changes_since(&host_before).is_empty());
-    assert!(children().is_empty());
 }
 
 #[test]
@@ -72,12 +83,7 @@ fn snapshotter_prepares_commits_views_and_removes_over_a_snapshots_store() {
     if !have_privilege(NAME) {
         return;
     }
-    let exe = example("snapshotter");
-    let host_before = MountTable::current().unwrap();
-    let out = Command::new("unshare").args(["--mount", "--propagation", "private", "--"]).arg(&exe).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
+    let stdout = run_privately("snapshotter");
     for line in [
         "recovered: removed 0, incomplete 0, committed 0",
         "commit extract-0 as layer-0: ok",
@@ -108,6 +114,4 @@ fn snapshotter_prepares_commits_views_and_removes_over_a_snapshots_store() {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
     assert_eq!(stdout.lines().last(), Some("ok"), "{stdout}");
-    assert!(MountTable::current().unwrap().changes_since(&host_before).is_empty());
-    assert!(children().is_empty());
 }
