@@ -247,7 +247,17 @@ impl fmt::Display for IdMapProblem {
 /// assert_eq!(err.kind(), ErrorKind::InvalidIdMap(layermount::IdMapProblem::ZeroSize));
 /// assert_eq!(err.to_string(), "parse id map: range of size 0: \"0:0:0\"");
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// [`source`](std::error::Error::source) is the underlying `std::io::Error` (the errno of a failed system call, or
+/// the error a caller's reader returned), so error chains keep it.
+///
+/// ```
+/// use std::error::Error as _;
+/// let err = layermount::remove_all("/nonexistent/dir").unwrap_err();
+/// let io = err.source().and_then(|s| s.downcast_ref::<std::io::Error>()).unwrap();
+/// assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+/// ```
+#[derive(Debug, Clone)]
 pub struct Error {
     kind: ErrorKind,
     operation: &'static str,
@@ -256,7 +266,27 @@ pub struct Error {
     detail: Option<String>,
     io_kind: Option<std::io::ErrorKind>,
     kernel_messages: Vec<String>,
+    source: Option<std::sync::Arc<std::io::Error>>,
 }
+
+/// Errors are equal when everything but the [`source`](std::error::Error::source) is (the source is the errno or
+/// message already compared).
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        (self.kind, self.operation, &self.path, self.errno, &self.detail, self.io_kind, &self.kernel_messages)
+            == (
+                other.kind,
+                other.operation,
+                &other.path,
+                other.errno,
+                &other.detail,
+                other.io_kind,
+                &other.kernel_messages,
+            )
+    }
+}
+
+impl Eq for Error {}
 
 /// `Result` with [`Error`].
 ///
@@ -273,7 +303,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// A new error of `kind` raised by `operation`.
     pub(crate) fn new(kind: ErrorKind, operation: &'static str) -> Self {
-        Self { kind, operation, path: None, errno: None, detail: None, io_kind: None, kernel_messages: Vec::new() }
+        Self {
+            kind,
+            operation,
+            path: None,
+            errno: None,
+            detail: None,
+            io_kind: None,
+            kernel_messages: Vec::new(),
+            source: None,
+        }
     }
 
     /// A failed system call. EPERM and EACCES become [`ErrorKind::PermissionDenied`], ENOSYS
@@ -286,6 +325,7 @@ impl Error {
         };
         let mut e = Self::new(kind, operation);
         e.errno = Some(errno.raw_os_error());
+        e.source = Some(std::sync::Arc::new(std::io::Error::from_raw_os_error(errno.raw_os_error())));
         e
     }
 
@@ -296,9 +336,17 @@ impl Error {
             None => {
                 let mut e = Self::new(ErrorKind::Os, operation).with_detail(err.to_string());
                 e.io_kind = Some(err.kind());
+                e.source = Some(std::sync::Arc::new(std::io::Error::new(err.kind(), err.to_string())));
                 e
             }
         }
+    }
+
+    /// Keep `err` itself as the [`source`](std::error::Error::source) (a caller's reader error, say).
+    #[allow(dead_code)]
+    pub(crate) fn with_source(mut self, err: std::io::Error) -> Self {
+        self.source = Some(std::sync::Arc::new(err));
+        self
     }
 
     /// An error from a `std::io::Error` met while working on `path` (for tools built on the crate, such as the
@@ -488,7 +536,11 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 impl From<Error> for std::io::Error {
     fn from(e: Error) -> Self {

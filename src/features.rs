@@ -194,10 +194,10 @@ fn probe_tmpfs_user_xattrs(tmp: &DetachedTree) -> bool {
 /// lead into a detached tmpfs, which overlay takes as a layer only from 6.15, so creating the overlay would fail on
 /// the kernels this probe is for.
 fn probe_lowerdir_strings(tmp: &DetachedTree) -> Result<()> {
-    let base = format!("/proc/thread-self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&tmp.as_fd()));
+    let base = crate::fd::proc_path(tmp.as_fd());
     let mut ov = FsContext::open("overlay")?;
-    ov.set_string("lowerdir+", &format!("{base}/a"))?;
-    ov.set_string("lowerdir+", &format!("{base}/b"))
+    ov.set_string("lowerdir+", &format!("{}/a", base.display()))?;
+    ov.set_string("lowerdir+", &format!("{}/b", base.display()))
 }
 
 /// `lowerdir+` as an fd is accepted by `fsconfig` from 6.13 (before, the key takes only a string). Not created,

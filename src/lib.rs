@@ -35,6 +35,7 @@
 #![warn(clippy::all)]
 
 mod error;
+mod fd;
 mod features;
 mod fscontext;
 mod guard;

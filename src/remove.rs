@@ -9,6 +9,7 @@ use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
 use crate::error::{Context, Error, ErrorKind, Result};
+use crate::fd;
 use crate::mountinfo::{MountTable, mount_id_of};
 
 const OP: &str = "remove_all";
@@ -34,9 +35,8 @@ fn boundary(path: PathBuf) -> Error {
 
 /// Open `name` in `parent` as a directory to delete from: never through a symlink, never onto another mount.
 fn open_subdir(parent: impl AsFd, name: &OsStr, path: &Path) -> Result<OwnedFd> {
-    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_XDEV | ResolveFlags::NO_SYMLINKS;
-    let oflags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    rustix::fs::openat2(parent, name, oflags, Mode::empty(), resolve).map_err(|e| match e {
+    let resolve = ResolveFlags::NO_XDEV | ResolveFlags::NO_SYMLINKS;
+    fd::open_beneath(parent, Path::new(name), OFlags::RDONLY | OFlags::NOFOLLOW, resolve).map_err(|e| match e {
         Errno::XDEV => boundary(path.to_path_buf()),
         _ => Error::os(OP, e).with_path(path),
     })
@@ -121,8 +121,7 @@ pub fn remove_all(path: impl AsRef<Path>) -> Result<RemoveStats> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let parent = rustix::fs::open(parent_path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .op_path(OP, path)?;
+    let parent = fd::open_dir_path(parent_path).op_path(OP, path)?;
     remove_at(&parent, name, path, true)
 }
 
@@ -160,7 +159,7 @@ pub(crate) fn remove_at(parent: &OwnedFd, name: &OsStr, path: &Path, check_table
 /// filesystem, so that a mount seen only through another path to the same directory (the original of a bind mount
 /// we are looking through) is found too.
 fn check_no_mounts_beneath(dir: &OwnedFd, path: &Path) -> Result<()> {
-    let link = format!("/proc/thread-self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(dir));
+    let link = fd::proc_path(dir.as_fd());
     let Ok(real) = std::fs::read_link(&link) else {
         // No /proc: the per-step checks in `remove_contents` still stop at every mount.
         return Ok(());

@@ -162,14 +162,21 @@ pub(crate) fn namespace_type(fd: BorrowedFd<'_>) -> Result<i32> {
 /// The `CLONE_NEWUSER` namespace type, as [`namespace_type`] returns it.
 pub(crate) const CLONE_NEWUSER: i32 = libc::CLONE_NEWUSER;
 
-/// Give the calling thread its own filesystem information (cwd, root, umask): `unshare(CLONE_FS)`.
-///
-/// Used only in threads made for the purpose (to `fchdir` and pass relative paths to the kernel), so no other
-/// thread's view of the cwd changes.
-pub(crate) fn unshare_fs() -> Result<()> {
-    // SAFETY: rustix marks `unshare` unsafe because other threads sharing the fs_struct could observe the change;
-    // our callers run this first thing in a thread of their own that shares nothing yet.
-    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) }
+/// Run `f` in a new thread that first gives itself its own filesystem information (cwd, root, umask) with
+/// `unshare(CLONE_FS)`, so `f` may `fchdir` (to hand the kernel relative paths) without any other thread seeing it.
+/// The thread is joined before this returns; a panic in `f` is resumed here. `Err` if the `unshare` failed (and
+/// then `f` did not run).
+pub(crate) fn with_own_fs<T: Send>(f: impl FnOnce() -> T + Send) -> rustix::io::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: rustix marks `unshare` unsafe because other threads sharing the fs_struct could observe the
+            // change; this thread was made for it here, runs it before anything else, and shares nothing yet.
+            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) }?;
+            Ok(f())
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
 }
 
 /// `__NR_getxattrat` and `__NR_listxattrat` (Linux 6.13), the same on every architecture of the unified table.

@@ -238,12 +238,11 @@ impl Walk<'_> {
                 self.add(&child, AuditProblem::Ignored("OCI whiteout file left as a file: overlay shows it"));
             }
             if kind == FileType::Directory {
-                let sub = rustix::fs::openat2(
+                let sub = crate::fd::open_beneath(
                     &fd,
-                    &name,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+                    Path::new(&name),
+                    OFlags::RDONLY | OFlags::NOFOLLOW,
+                    ResolveFlags::NO_SYMLINKS,
                 )
                 .map_err(|e| self.err(e, &child))?;
                 self.dir(sub, child)?;

@@ -31,15 +31,9 @@ const OP: &str = "layer content digest";
 pub(crate) type CrcCache = HashMap<PathBuf, u32>;
 
 fn open_dir(parent: BorrowedFd<'_>, name: &OsStr, path: &Path) -> Result<OwnedFd> {
-    let target = if name.is_empty() { OsStr::new(".") } else { name };
-    rustix::fs::openat2(
-        parent,
-        target,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_XDEV,
-    )
-    .map_err(|e| Error::os(OP, e).with_path(path))
+    let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_XDEV;
+    crate::fd::open_beneath(parent, Path::new(name), OFlags::RDONLY | OFlags::NOFOLLOW, resolve)
+        .map_err(|e| Error::os(OP, e).with_path(path))
 }
 
 /// The CRC-32 state of `n` zero bytes, made by doubling (about 2 log2(n) combines): holes of sparse files are summed

@@ -135,14 +135,8 @@ pub(crate) struct Extractor<'a> {
 }
 
 fn beneath(dir: BorrowedFd<'_>, rel: &Path, oflags: OFlags) -> rustix::io::Result<OwnedFd> {
-    let target = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
-    rustix::fs::openat2(
-        dir,
-        target,
-        oflags | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV,
-    )
+    let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV;
+    crate::fd::open_beneath(dir, rel, oflags, resolve)
 }
 
 /// What is read of a lower layer's directory to give a directory of this layer the same attributes.

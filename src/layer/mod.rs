@@ -28,8 +28,6 @@ mod xattr;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags};
-
 use crate::error::{Error, ErrorKind, LayerProblem, Result};
 pub use apply::{apply, apply_into, is_committed};
 pub use audit::{AuditFinding, AuditProblem, audit};
@@ -56,8 +54,7 @@ pub(crate) fn split(dest: &Path, operation: &'static str) -> Result<(PathBuf, st
 }
 
 fn open_dir_path(path: &Path, operation: &'static str) -> Result<OwnedFd> {
-    rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| Error::os(operation, e).with_path(path))
+    crate::fd::open_dir_path(path).map_err(|e| Error::os(operation, e).with_path(path))
 }
 
 #[cfg(test)]

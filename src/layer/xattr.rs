@@ -5,7 +5,7 @@
 //! `/`) and never follow the last component. Writing always takes the second way (it is rare).
 
 use std::ffi::{CString, OsStr};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +22,7 @@ struct ProcPath {
 }
 
 fn proc_path(dir: BorrowedFd<'_>, name: &OsStr) -> ProcPath {
-    let mut path = PathBuf::from(format!("/proc/thread-self/fd/{}", dir.as_raw_fd()));
+    let mut path = crate::fd::proc_path(dir);
     if !name.is_empty() {
         path.push(name);
     }

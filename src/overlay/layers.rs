@@ -80,8 +80,9 @@ fn identify(
 
 /// Where the fd really is, read back from `/proc` (`None` when unreachable from our root).
 pub(crate) fn real_path_of(fd: BorrowedFd<'_>) -> Option<PathBuf> {
-    let link = format!("/proc/thread-self/fd/{}", fd.as_raw_fd());
-    std::fs::read_link(link).ok().filter(|p| p.is_absolute() && !p.to_string_lossy().ends_with(" (deleted)"))
+    std::fs::read_link(crate::fd::proc_path(fd))
+        .ok()
+        .filter(|p| p.is_absolute() && !p.to_string_lossy().ends_with(" (deleted)"))
 }
 
 /// The deepest directory above every path of an overlay, opened once so each path is looked up from there
@@ -105,7 +106,7 @@ impl Anchor {
             return None;
         }
         let path = common_ancestor(paths.iter().copied());
-        let fd = rustix::fs::open(&path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+        let fd = crate::fd::open_dir_path(&path).ok()?;
         Some(Anchor { path, fd })
     }
 }

@@ -746,7 +746,7 @@ impl Overlay {
         let mut paths: Vec<PathBuf> = all
             .iter()
             .map(|r| match (&r.fd, &r.path) {
-                (Some(fd), _) => PathBuf::from(format!("/proc/thread-self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd))),
+                (Some(fd), _) => crate::fd::proc_path(fd.as_fd()),
                 (None, Some(p)) => p.clone(),
                 (None, None) => r.given.clone(),
             })

@@ -11,9 +11,9 @@ use rustix::mount::UnmountFlags;
 
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::guard::MountGuard;
-use crate::sys;
 use crate::tree::{DetachedTree, MountAttrs};
 use crate::userns::UserNamespace;
+use crate::{fd, sys};
 
 /// The staging directory of the fallback strategies when none is given ([`Overlay::staging_dir`] or
 /// [`STAGING_DIR_ENV`]): on a tmpfs that a reboot empties, readable by root only.
@@ -273,24 +273,16 @@ fn sweep(dir: &Path, report: &mut StaleCleanup) {
 
 /// Open `rel` beneath the directory `at` (never leaving it, never crossing a mount) with `oflags`.
 pub(crate) fn open_beneath(at: &Path, rel: &Path, oflags: OFlags) -> Result<OwnedFd> {
-    let dir = rustix::fs::open(at, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .op_path("compose overlay: open", at)?;
-    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_XDEV | ResolveFlags::NO_MAGICLINKS;
-    rustix::fs::openat2(&dir, rel, oflags | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), resolve)
+    let dir = fd::open_dir_path(at).op_path("compose overlay: open", at)?;
+    // Symlinks inside a layer store may be followed, but never out of `at` and never onto another mount.
+    fd::open_beneath(&dir, rel, oflags, ResolveFlags::NO_XDEV | ResolveFlags::NO_MAGICLINKS)
         .map_err(|e| Error::os("compose overlay: open", e).with_path(at.join(rel)))
 }
 
 /// Run `f` in a new thread whose working directory is changed by `f` through the [`Cwd`] it gets, without touching
 /// the working directory of any other thread.
 pub(crate) fn with_own_cwd<T: Send>(f: impl FnOnce(&Cwd) -> Result<T> + Send) -> Result<T> {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            sys::unshare_fs().op("compose overlay: unshare CLONE_FS")?;
-            f(&Cwd(()))
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    })
+    sys::with_own_fs(|| f(&Cwd(()))).op("compose overlay: unshare CLONE_FS")?
 }
 
 /// Proof that the current thread has its own working directory (see [`with_own_cwd`]).
@@ -305,8 +297,7 @@ impl Cwd {
 
     /// `chdir(path)`.
     pub fn enter_path(&self, path: &Path) -> Result<()> {
-        let fd = rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-            .op_path("compose overlay: chdir", path)?;
+        let fd = fd::open_dir_path(path).op_path("compose overlay: chdir", path)?;
         self.enter(fd.as_fd(), path)
     }
 }

@@ -188,8 +188,7 @@ impl ImageStack {
         let staging_parent = options.staging_dir.clone().unwrap_or_else(default_staging_dir);
         let tree = if layers.len() == 1 {
             // One layer needs no overlay: its idmapped clone is the stack.
-            let fd = rustix::fs::open(&layers[0], OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                .map_err(|e| Error::os(OP, e).with_path(&layers[0]))?;
+            let fd = crate::fd::open_dir_path(&layers[0]).map_err(|e| Error::os(OP, e).with_path(&layers[0]))?;
             let mut tree = DetachedTree::clone_at(&fd, "", false)?;
             if let Some(ns) = idmap {
                 tree.idmap(ns)?;
