@@ -10,6 +10,14 @@ use rustix::io::Errno;
 use crate::error::{Error, ErrorKind, OverlayProblem, Result};
 
 /// The kernel's limit on lower plus data-only layers (`OVL_MAX_STACK`).
+///
+/// ```
+/// use layermount::{ErrorKind, Features, Overlay, OverlayProblem, Strategy, MAX_LAYERS};
+/// let layers: Vec<String> = (0..=MAX_LAYERS).map(|i| format!("/var/lib/layers/{i}")).collect();
+/// // Refused before anything is looked at or mounted.
+/// let err = Overlay::new().lowers(&layers).features(Features::probe().limited_to(Strategy::Legacy)).mount().unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::InvalidOverlay(OverlayProblem::TooManyLayers));
+/// ```
 pub const MAX_LAYERS: usize = 500;
 
 /// What a directory is for in the overlay.

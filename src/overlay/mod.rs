@@ -28,6 +28,38 @@
 //! once at startup (or run `layermount cleanup DIR` from its unit before starting): it detach-unmounts what dead
 //! processes left and removes their directories with `rmdir`, nothing else. The fast path attaches nothing and
 //! leaves nothing after a kill.
+//!
+//! # The upper of an idmapped overlay
+//!
+//! With idmapped lower layers and a plain upper, the merged root directory *is* the upper's root directory: its
+//! owner is what the container sees on `/`, and new files are created with the writer's host ids. A fresh upper
+//! made by host root would show as `nobody` (unmapped) to the container and refuse its root's writes, so an empty
+//! upper (and work) directory is handed to the map's root before mounting ([`Overlay::prepare_upper`], on by
+//! default); an upper that already holds files and belongs to someone else is refused
+//! ([`OverlayProblem::UpperOwner`]). Idmapping the upper too ([`Overlay::idmap_upper`]) is rarely what is
+//! wanted: overlay writes it with the mounter's credentials through the map.
+//!
+//! # Example
+//!
+//! A container root from three layers, idmapped for a container whose root is host uid 100000, torn down again:
+//!
+//! ```no_run
+//! use layermount::{IdMap, MountAttrs, Overlay, UserNamespace};
+//!
+//! let map: IdMap = "0:100000:65536".parse()?;
+//! let overlay = Overlay::new()
+//!     .lowers(["/var/lib/layers/3", "/var/lib/layers/2", "/var/lib/layers/1"])
+//!     .upper("/var/lib/ctr/upper", "/var/lib/ctr/work")
+//!     .idmap(UserNamespace::cached(&map, &map)?)
+//!     .attrs(MountAttrs::NODEV | MountAttrs::NOSUID);
+//! println!("composing with the {} strategy", overlay.chosen_strategy()?);
+//! let guard = overlay.mount_at("/run/ctr/rootfs")?;
+//! // ... run the container on /run/ctr/rootfs ...
+//! guard.unmount()?;
+//! # Ok::<(), layermount::Error>(())
+//! ```
+//!
+//! [`OverlayProblem::UpperOwner`]: crate::OverlayProblem::UpperOwner
 
 mod describe;
 mod layers;
@@ -77,6 +109,19 @@ enum Source {
 }
 
 /// Typed overlay options (see `Documentation/filesystems/overlayfs.rst`), or a raw one.
+///
+/// Options are passed to the kernel in the order given, after the layers; the kernel refuses one it does not know
+/// when the overlay is made (`EINVAL`, with its message in [`Error::kernel_messages`]).
+///
+/// ```
+/// use layermount::OverlayOption;
+/// assert_eq!(OverlayOption::Index(false).to_string(), "index=off");
+/// assert_eq!(OverlayOption::Raw("nfs_export".into(), Some("off".into())).to_string(), "nfs_export=off");
+/// let o = layermount::Overlay::new()
+///     .lowers(["/l/2", "/l/1"])
+///     .option(OverlayOption::UserXattr)
+///     .option(OverlayOption::Xino("auto"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OverlayOption {
     /// `volatile`: no syncs to the upper layer; the overlay must be discarded after a crash.
@@ -128,6 +173,10 @@ impl fmt::Display for OverlayOption {
 /// [`idmap`](Overlay::idmap) idmaps every lower and data-only layer given as a path (layers given as fds are used as
 /// they are), and the upper and work directories too with [`idmap_upper`](Overlay::idmap_upper).
 ///
+/// # Kernel
+/// Any kernel with overlay; which [`Strategy`] is used, and so what is attached while composing, depends on the
+/// kernel (table in the [module docs](self)). The fast path needs Linux 6.15.
+///
 /// ```no_run
 /// use layermount::{IdMap, MountAttrs, Overlay, UserNamespace};
 /// let map: IdMap = "0:100000:65536".parse()?;
@@ -162,11 +211,23 @@ pub struct Overlay {
 
 impl Overlay {
     /// An empty builder.
+    ///
+    /// ```
+    /// let overlay = layermount::Overlay::new().lower("/var/lib/layers/2").lower("/var/lib/layers/1");
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Add a lower layer below those added so far (the first one added is the top-most).
+    ///
+    /// ```
+    /// // lowerdir=/var/lib/layers/3:/var/lib/layers/2:/var/lib/layers/1 (3 wins)
+    /// let overlay = layermount::Overlay::new()
+    ///     .lower("/var/lib/layers/3")
+    ///     .lower("/var/lib/layers/2")
+    ///     .lower("/var/lib/layers/1");
+    /// ```
     pub fn lower(mut self, dir: impl AsRef<Path>) -> Self {
         self.lowers.push(Source::Path(dir.as_ref().to_path_buf()));
         self
@@ -185,6 +246,16 @@ impl Overlay {
     /// Add a lower layer given as a directory fd (an `O_PATH` or `O_RDONLY` fd, or the root of a
     /// [`DetachedTree`]); it is used as it is, never idmapped here. The legacy and string strategies pass it as a
     /// `/proc/thread-self/fd/N` path.
+    ///
+    /// ```no_run
+    /// use std::os::fd::OwnedFd;
+    /// let top: OwnedFd = std::fs::File::open("/var/lib/layers/2")?.into();
+    /// let guard = layermount::Overlay::new()
+    ///     .lower_fd(top)
+    ///     .lower("/var/lib/layers/1")
+    ///     .mount_at("/run/ctr/rootfs")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn lower_fd(mut self, fd: OwnedFd) -> Self {
         self.lowers.push(Source::Fd(fd));
         self
@@ -219,12 +290,35 @@ impl Overlay {
     }
 
     /// Add a lower layer given as a detached tree (its root).
+    ///
+    /// Before Linux 6.15 the kernel takes no layer from a detached mount (`overlayfs: failed to clone lowerpath`):
+    /// attach the tree first there, or give its path.
+    ///
+    /// ```no_run
+    /// use layermount::{DetachedTree, IdMap, Overlay, UserNamespace};
+    /// let map: IdMap = "0:100000:65536".parse()?;
+    /// let mut base = DetachedTree::clone_path("/var/lib/layers/1", false)?;
+    /// base.idmap(&UserNamespace::cached(&map, &map)?)?; // idmapped here, so used as it is
+    /// let tree = Overlay::new().lower("/var/lib/layers/2").lower_tree(base).mount()?;
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
     pub fn lower_tree(self, tree: DetachedTree) -> Self {
         self.lower_fd(tree.into_fd())
     }
 
     /// Add a data-only lower layer (`datadir+`, or `::` in a `lowerdir=` string), below every lower layer. Data-only
     /// layers are reachable only through metacopy redirects.
+    ///
+    /// Needs `metacopy=on` to be useful and a kernel with data-only layers (6.5 for `::` in `lowerdir=`, 6.8 for
+    /// `datadir+`); where the kernel has none, composing is refused.
+    ///
+    /// ```
+    /// use layermount::{Overlay, OverlayOption};
+    /// let overlay = Overlay::new()
+    ///     .lowers(["/var/lib/meta/2", "/var/lib/meta/1"])
+    ///     .data_layer("/var/lib/blobs")
+    ///     .option(OverlayOption::Metacopy(true));
+    /// ```
     pub fn data_layer(mut self, dir: impl AsRef<Path>) -> Self {
         self.data.push(Source::Path(dir.as_ref().to_path_buf()));
         self
@@ -232,18 +326,40 @@ impl Overlay {
 
     /// Make the overlay writable: `upper` receives changes, `work` is overlay's scratch directory (same filesystem,
     /// empty, not inside `upper`).
+    ///
+    /// ```
+    /// let overlay = layermount::Overlay::new().lower("/var/lib/layers/1").upper("/var/lib/ctr/upper", "/var/lib/ctr/work");
+    /// ```
     pub fn upper(mut self, upper: impl AsRef<Path>, work: impl AsRef<Path>) -> Self {
         self.upper = Some((Source::Path(upper.as_ref().to_path_buf()), Source::Path(work.as_ref().to_path_buf())));
         self
     }
 
     /// Add an overlay option, after those given so far (order is kept).
+    ///
+    /// ```
+    /// use layermount::{Overlay, OverlayOption};
+    /// let overlay = Overlay::new().lowers(["/l/2", "/l/1"]).option(OverlayOption::Index(false)).option(OverlayOption::Volatile);
+    /// ```
     pub fn option(mut self, option: OverlayOption) -> Self {
         self.options.push(option);
         self
     }
 
     /// Idmap the layers with `ns`.
+    ///
+    /// Layers given as paths are idmapped through one detached idmapped clone per mount they live on (the fast path)
+    /// or attached clones (the fallbacks); the upper is prepared for the map's root unless told otherwise
+    /// ([`prepare_upper`](Self::prepare_upper), [`idmap_upper`](Self::idmap_upper)).
+    ///
+    /// ```no_run
+    /// use layermount::{IdMap, Overlay, UserNamespace};
+    /// let map: IdMap = "0:100000:65536".parse()?;
+    /// let overlay = Overlay::new()
+    ///     .lowers(["/var/lib/layers/2", "/var/lib/layers/1"])
+    ///     .idmap(UserNamespace::cached(&map, &map)?);
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
     pub fn idmap(mut self, ns: UserNamespace) -> Self {
         self.userns = Some(ns);
         self
@@ -308,18 +424,36 @@ impl Overlay {
     }
 
     /// Per-mount flags of the resulting mount (`RDONLY`, `NOSUID`, `NODEV`, ...).
+    ///
+    /// ```
+    /// use layermount::{MountAttrs, Overlay};
+    /// let overlay = Overlay::new().lowers(["/l/2", "/l/1"]).attrs(MountAttrs::RDONLY | MountAttrs::NODEV | MountAttrs::NOSUID);
+    /// ```
     pub fn attrs(mut self, attrs: MountAttrs) -> Self {
         self.attrs = attrs;
         self
     }
 
     /// Force a strategy instead of the best one the kernel supports (an error if the kernel lacks it).
+    ///
+    /// ```
+    /// use layermount::{Overlay, Strategy};
+    /// let overlay = Overlay::new().lowers(["/l/2", "/l/1"]).strategy(Strategy::Strings);
+    /// ```
     pub fn strategy(mut self, strategy: Strategy) -> Self {
         self.strategy = Some(strategy);
         self
     }
 
     /// Use these features instead of [`Features::get`] (tests, or a caller that probes once itself).
+    ///
+    /// ```
+    /// use layermount::{Features, Overlay, Strategy};
+    /// // Test the legacy path on a new kernel.
+    /// let overlay = Overlay::new().lowers(["/l/2", "/l/1"]).features(Features::probe().limited_to(Strategy::Legacy));
+    /// assert_eq!(overlay.chosen_strategy()?, Strategy::Legacy);
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
     pub fn features(mut self, features: Features) -> Self {
         self.features = Some(features);
         self
@@ -330,12 +464,23 @@ impl Overlay {
     /// uid with no access for group or others; each compose works in a `<pid>-<n>` directory inside it, where the
     /// idmapped clones of the layers are attached read-only while the overlay is made. What a killed process
     /// leaves there, [`cleanup_stale`] sweeps. The fast path never uses it.
+    ///
+    /// ```
+    /// let overlay = layermount::Overlay::new().lowers(["/l/2", "/l/1"]).staging_dir("/run/my-daemon/staging");
+    /// ```
     pub fn staging_dir(mut self, parent: impl AsRef<Path>) -> Self {
         self.staging_parent = Some(parent.as_ref().to_path_buf());
         self
     }
 
     /// The strategy [`mount`](Self::mount) will use.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotSupported`] when a strategy was forced ([`strategy`](Self::strategy)) that the kernel (or the
+    /// features given) lacks.
+    ///
+    /// # Kernel
+    /// Any: reads the cached [`Features`] probe (made on first use).
     ///
     /// ```no_run
     /// let o = layermount::Overlay::new().lowers(["/l/2", "/l/1"]);
@@ -361,6 +506,37 @@ impl Overlay {
     }
 
     /// Make the overlay as a detached tree (attached nowhere).
+    ///
+    /// Checked before anything is mounted, and refused with [`ErrorKind::InvalidOverlay`] naming the directory: no lower
+    /// layer, one lower and no upper, more than [`MAX_LAYERS`], a directory given twice, nested layers, a path that is
+    /// not a directory, a layer option given as a raw option, an idmapped upper the map cannot write, an upper owned by
+    /// someone else, a directory in use by a live overlay. Nothing of the fallbacks' temporary mounts remains, on
+    /// success or error.
+    ///
+    /// # Errors
+    /// * [`ErrorKind::InvalidOverlay`] with the [`OverlayProblem`] above, or
+    ///   [`SilentlyReadOnly`](OverlayProblem::SilentlyReadOnly) when the kernel made a writable overlay read-only (the
+    ///   mount is dropped);
+    /// * [`ErrorKind::NotSupported`] for a forced strategy the kernel lacks, or idmapping on a filesystem that cannot be
+    ///   idmapped;
+    /// * [`ErrorKind::PermissionDenied`] without `CAP_SYS_ADMIN`;
+    /// * [`ErrorKind::Os`] when the kernel refuses the overlay, with its messages in [`Error::kernel_messages`].
+    ///
+    /// # Kernel
+    /// Any kernel with overlay, through the best [`Strategy`] the kernel has (table in the [module docs](self)):
+    /// `O_PATH` layer fds in detached idmapped clones from 6.15 (and 6.13.10, 6.14.2), layer fds from 6.13,
+    /// `lowerdir+` strings from 6.8, `mount(2)` with one `lowerdir=` string before. Idmapped layers need
+    /// `mount_setattr` (5.12), overlay on idmapped layers (5.19) and filesystems that can be idmapped.
+    ///
+    /// ```no_run
+    /// use layermount::{MountAttrs, Overlay};
+    /// let tree = Overlay::new()
+    ///     .lowers(["/var/lib/layers/2", "/var/lib/layers/1"])
+    ///     .attrs(MountAttrs::RDONLY)
+    ///     .mount()?; // attached nowhere yet
+    /// let guard = tree.attach("/run/ctr/rootfs")?;
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
     pub fn mount(mut self) -> Result<DetachedTree> {
         let features = self.the_features();
         let strategy = self.strategy_for(&features)?;
@@ -439,6 +615,22 @@ impl Overlay {
     }
 
     /// Make the overlay and attach it at `target` (created if missing, and then removed by the guard).
+    ///
+    /// # Errors
+    /// As [`mount`](Self::mount) and [`DetachedTree::attach`].
+    ///
+    /// # Kernel
+    /// As [`mount`](Self::mount).
+    ///
+    /// ```no_run
+    /// let guard = layermount::Overlay::new()
+    ///     .lowers(["/var/lib/layers/2", "/var/lib/layers/1"])
+    ///     .upper("/var/lib/ctr/upper", "/var/lib/ctr/work")
+    ///     .mount_at("/run/ctr/rootfs")?;
+    /// std::fs::write("/run/ctr/rootfs/hello", "lands in the upper")?;
+    /// guard.unmount()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn mount_at(self, target: impl AsRef<Path>) -> Result<MountGuard> {
         self.mount()?.attach(target)
     }

@@ -19,9 +19,21 @@ use crate::{fd, sys};
 /// [`STAGING_DIR_ENV`]): on a tmpfs that a reboot empties, readable by root only.
 ///
 /// [`Overlay::staging_dir`]: crate::Overlay::staging_dir
+///
+/// ```no_run
+/// // At a daemon's start, before its first compose: sweep what a killed run left.
+/// let report = layermount::cleanup_stale(layermount::DEFAULT_STAGING_DIR)?;
+/// # Ok::<(), layermount::Error>(())
+/// ```
 pub const DEFAULT_STAGING_DIR: &str = "/run/layermount";
 
 /// Environment variable naming the staging directory when the caller gives none (the CLI reads it too).
+///
+/// ```no_run
+/// let dir = std::env::var_os(layermount::STAGING_DIR_ENV).unwrap_or_else(|| layermount::DEFAULT_STAGING_DIR.into());
+/// layermount::cleanup_stale(&dir)?;
+/// # Ok::<(), layermount::Error>(())
+/// ```
 pub const STAGING_DIR_ENV: &str = "LAYERMOUNT_STAGING_DIR";
 
 /// The staging directory to use when the caller named none: `$LAYERMOUNT_STAGING_DIR`, else
@@ -159,6 +171,15 @@ impl Drop for Staging {
 }
 
 /// What [`cleanup_stale`] did.
+///
+/// ```no_run
+/// let report = layermount::cleanup_stale("/run/layermount")?;
+/// println!("{} unmounted, {} removed, {} in use", report.unmounted.len(), report.removed.len(), report.in_use.len());
+/// for (path, why) in &report.kept {
+///     eprintln!("left {}: {why}", path.display());
+/// }
+/// # Ok::<(), layermount::Error>(())
+/// ```
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct StaleCleanup {
     /// Mounts detach-unmounted.

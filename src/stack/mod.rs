@@ -136,7 +136,7 @@ impl ImageStack {
     /// [`OverlayProblem::NoLowerLayer`] for no layer.
     ///
     /// # Kernel
-    /// Any kernel with overlay, through the same strategies as [`Overlay`](crate::Overlay) (see the table in the
+    /// Any kernel with overlay, through the same strategies as [`Overlay`] (see the table in the
     /// [module docs](self)): kept detached from Linux 6.15 where the kernel takes a detached overlay as a layer (the
     /// probe's `overlay_stack`), attached under a private 0700 staging directory before.
     ///
@@ -155,7 +155,7 @@ impl ImageStack {
     /// As [`build`](Self::build); `NotSupported` for a strategy the kernel lacks.
     ///
     /// # Kernel
-    /// As [`build`](Self::build); the strategy forced needs its own kernel (see [`Strategy`](crate::Strategy)).
+    /// As [`build`](Self::build); the strategy forced needs its own kernel (see [`Strategy`]).
     ///
     /// ```no_run
     /// use layermount::{ImageStack, StackOptions, Strategy};
