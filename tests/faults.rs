@@ -212,6 +212,20 @@ fn after_kill(
     report.unmounted.len()
 }
 
+/// Run `body(scratch)` as a privileged test that spawns and kills children: one at a time, with this process their
+/// subreaper (so orphans can be checked); skipped (or failed under `LAYERMOUNT_REQUIRE_ROOT=1`) without root or
+/// strace.
+fn kill_test(name: &'static str, body: impl FnOnce(&Path) + Send + 'static) {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    if !common::have_privilege(name) || !have_strace() {
+        return;
+    }
+    common::privileged(name, move |scratch| {
+        rustix::process::set_child_subreaper(Some(rustix::process::getpid())).unwrap();
+        body(scratch)
+    });
+}
+
 fn mount_args<'a>(strategy: &'a str, l1: &'a str, l2: &'a str, target: &'a str) -> Vec<&'a str> {
     vec!["mount", "--strategy", strategy, "--uidmap", "0:100000:65536", "--lower", l1, "--lower", l2, target]
 }
@@ -222,12 +236,7 @@ fn mount_args<'a>(strategy: &'a str, l1: &'a str, l2: &'a str, target: &'a str) 
 /// it.
 #[test]
 fn kill_in_the_umount_window_leaves_only_read_only_clones() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    if !common::have_privilege("kill_in_the_umount_window_leaves_only_read_only_clones") || !have_strace() {
-        return;
-    }
-    common::privileged("kill_in_the_umount_window_leaves_only_read_only_clones", |scratch| {
-        rustix::process::set_child_subreaper(Some(rustix::process::getpid())).unwrap();
+    kill_test("kill_in_the_umount_window_leaves_only_read_only_clones", |scratch| {
         let (l1, l2) = layers(scratch);
         let intact = snapshot(scratch);
         let stage = scratch.join("stage");
@@ -253,14 +262,9 @@ fn kill_in_the_umount_window_leaves_only_read_only_clones() {
 /// Item 3 of issue 10: every strategy's composer killed at random syscalls and after random delays.
 #[test]
 fn composers_killed_at_random_points_leave_nothing_cleanup_stale_cannot_remove() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let name = "composers_killed_at_random_points_leave_nothing_cleanup_stale_cannot_remove";
-    if !common::have_privilege(name) || !have_strace() {
-        return;
-    }
-    let mut rng = Rng::new(name);
-    common::privileged(name, move |scratch| {
-        rustix::process::set_child_subreaper(Some(rustix::process::getpid())).unwrap();
+    kill_test(name, move |scratch| {
+        let mut rng = Rng::new(name);
         let (l1, l2) = layers(scratch);
         let intact = snapshot(scratch);
         let stage = scratch.join("stage");
@@ -307,17 +311,12 @@ fn composers_killed_at_random_points_leave_nothing_cleanup_stale_cannot_remove()
 }
 
 /// `layermount rm` killed at random points: a rerun finishes, and nothing beside the path was touched (a sibling
-/// and a mount beside it stay).
+/// that symlinks in the tree point to stays).
 #[test]
 fn rm_killed_at_random_points_finishes_on_rerun() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let name = "rm_killed_at_random_points_finishes_on_rerun";
-    if !common::have_privilege(name) || !have_strace() {
-        return;
-    }
-    let mut rng = Rng::new(name);
-    common::privileged(name, move |scratch| {
-        rustix::process::set_child_subreaper(Some(rustix::process::getpid())).unwrap();
+    kill_test(name, move |scratch| {
+        let mut rng = Rng::new(name);
         let sibling = scratch.join("sibling");
         fs::create_dir(&sibling).unwrap();
         fs::write(sibling.join("keep"), "keep").unwrap();
