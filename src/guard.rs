@@ -391,7 +391,9 @@ impl MountRecord {
     /// The other mounts of the same filesystem as the recorded mount, in every mount namespace on the host: a bind
     /// a runtime made of a composed root, the root of a running container. Each is named by a path that reaches
     /// it from here: `/proc/<pid>/root/<mount point>` for another namespace, the mount point for this one. Empty
-    /// means nothing but the recorded mount uses the filesystem, so a snapshotter may remove it.
+    /// means nothing but the recorded mount uses the filesystem, so a snapshotter may remove it. Ask it about a
+    /// filesystem of its own, such as an overlay: for a bind of a host directory every other mount of the host's
+    /// filesystem (`/` among them) is listed.
     ///
     /// # Errors
     /// [`ErrorKind::Os`] if this namespace's mount table cannot be read; processes that exit during the scan, or
