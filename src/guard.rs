@@ -388,8 +388,9 @@ impl MountRecord {
         }
     }
 
-    /// The other mounts of the same filesystem as the recorded mount, in every mount namespace on the host: a bind
-    /// a runtime made of a composed root, the root of a running container. Each is named by a path that reaches
+    /// The other mounts that show what the recorded mount shows (its filesystem, or for a bind the directory it
+    /// shows, or a part of it), in every mount namespace on the host: a bind a runtime made of a composed root, the
+    /// root of a running container. Each is named by a path that reaches
     /// it from here: `/proc/<pid>/root/<mount point>` for another namespace, the mount point for this one. Empty
     /// means nothing but the recorded mount uses the filesystem, so a snapshotter may remove it. Ask it about a
     /// filesystem of its own, such as an overlay: for a bind of a host directory every other mount of the host's
@@ -410,10 +411,17 @@ impl MountRecord {
     /// # Ok(()) }
     /// ```
     pub fn other_mounts(&self) -> Result<Vec<PathBuf>> {
-        let mut out: Vec<PathBuf> = MountTable::current()?
+        let own = MountTable::current()?;
+        // What the recorded mount shows of its filesystem: all of it (an overlay, a tmpfs), or one directory (a
+        // bind). Another mount uses it if it shows that directory or a part of it.
+        let shown = own.by_id(self.identity.id).filter(|m| m.device == self.identity.device).map(|m| m.root.clone());
+        let uses = |m: &crate::MountInfo| {
+            m.device == self.identity.device && shown.as_ref().is_none_or(|root| m.root.starts_with(root))
+        };
+        let mut out: Vec<PathBuf> = own
             .mounts()
             .iter()
-            .filter(|m| m.device == self.identity.device && m.mount_id != self.identity.id)
+            .filter(|m| uses(m) && m.mount_id != self.identity.id)
             .map(|m| m.mount_point.clone())
             .collect();
         let mut seen = std::collections::HashSet::new();
@@ -431,7 +439,7 @@ impl MountRecord {
             }
             let Ok(text) = std::fs::read(format!("/proc/{pid}/mountinfo")) else { continue };
             let Ok(table) = MountTable::parse(&text) else { continue };
-            for m in table.mounts().iter().filter(|m| m.device == self.identity.device) {
+            for m in table.mounts().iter().filter(|m| uses(m)) {
                 let rel = m.mount_point.strip_prefix("/").unwrap_or(&m.mount_point);
                 out.push(Path::new("/proc").join(pid).join("root").join(rel));
             }

@@ -184,5 +184,15 @@ fn other_mounts_of_a_composed_root_are_found_in_every_namespace() {
         assert_eq!(record.other_mounts().unwrap(), Vec::<std::path::PathBuf>::new(), "gone with its namespace");
         guard.unmount().unwrap();
         fs::remove_dir(&bind).unwrap();
+
+        // A bind of one directory: the filesystem it lives on (the scratch tmpfs, mounted at `scratch`) is no user
+        // of it, another bind of the same directory is.
+        let b1 = DetachedTree::clone_path(&src, false).unwrap().attach(scratch.join("b1")).unwrap();
+        let record = b1.record().unwrap();
+        assert_eq!(record.other_mounts().unwrap(), Vec::<std::path::PathBuf>::new());
+        let b2 = DetachedTree::clone_path(src.join("d"), false).unwrap().attach(scratch.join("b2")).unwrap();
+        assert_eq!(record.other_mounts().unwrap(), [scratch.join("b2")], "a part of it counts");
+        b2.unmount().unwrap();
+        b1.unmount().unwrap();
     });
 }
