@@ -390,11 +390,11 @@ impl MountRecord {
 
     /// The other mounts that show what the recorded mount shows (its filesystem, or for a bind the directory it
     /// shows, or a part of it), in every mount namespace on the host: a bind a runtime made of a composed root, the
-    /// root of a running container. Each is named by a path that reaches
-    /// it from here: `/proc/<pid>/root/<mount point>` for another namespace, the mount point for this one. Empty
-    /// means nothing but the recorded mount uses the filesystem, so a snapshotter may remove it. Ask it about a
-    /// filesystem of its own, such as an overlay: for a bind of a host directory every other mount of the host's
-    /// filesystem (`/` among them) is listed.
+    /// root of a running container. Each is named by a path that reaches it from here: `/proc/<pid>/root/<mount
+    /// point>` for another namespace, the mount point for this one. Empty means nothing but the recorded mount
+    /// shows it, so a snapshotter may remove it. (For a bind, the filesystem the directory lives on is not
+    /// counted: it shows more than the directory. Once the recorded mount is gone, every mount of its filesystem
+    /// counts.)
     ///
     /// # Errors
     /// [`ErrorKind::Os`] if this namespace's mount table cannot be read; processes that exit during the scan, or
