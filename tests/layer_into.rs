@@ -337,3 +337,33 @@ fn apply_into_swaps_back_when_the_destination_changes_under_it() {
         assert!(!is_committed(&fs_dir).unwrap());
     });
 }
+
+/// A layer directory whose name is not UTF-8: its staging sibling carries the name's own bytes, so `recover_dirs`
+/// (which matches by bytes) finds what a crash would leave of it.
+#[test]
+fn a_non_utf8_layer_name_keeps_its_bytes_in_staging() {
+    privileged("a_non_utf8_layer_name_keeps_its_bytes_in_staging", |scratch| {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let snap = scratch.join("s");
+        let dir = snap.join(OsStr::from_bytes(b"f\xffs"));
+        empty_dir(&dir);
+        let seen: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let (log, parent) = (seen.clone(), snap.clone());
+        let opts = quick().progress(Arc::new(move |_| {
+            for e in fs::read_dir(&parent).unwrap() {
+                log.lock().unwrap().push(e.unwrap().file_name().as_bytes().to_vec());
+            }
+        }));
+        apply_into(&layer()[..], &dir, &opts).unwrap();
+        let seen = seen.lock().unwrap();
+        assert!(seen.iter().any(|n| n.starts_with(b".f\xffs.partial-")), "{seen:?}");
+        // What a crash would leave, found by those bytes.
+        fs::remove_file(marker_path(&dir)).unwrap();
+        let staging = snap.join(OsStr::from_bytes(b".f\xffs.partial-7-0"));
+        fs::create_dir(&staging).unwrap();
+        let report = recover_dirs([&dir]).unwrap();
+        assert_eq!(report.removed, [staging]);
+        assert_eq!(report.incomplete, [(dir, LayerProblem::MissingMarker)]);
+    });
+}

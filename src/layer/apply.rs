@@ -24,7 +24,7 @@ const OP: &str = "apply layer";
 struct Staging {
     path: PathBuf,
     /// Its name in the parent directory.
-    name: String,
+    name: OsString,
     armed: bool,
 }
 
@@ -111,15 +111,14 @@ pub fn apply(reader: impl Read + Send, dest: impl AsRef<Path>, opts: &ApplyOptio
     // The marker is written (under a temporary name) before the layer is published, so running out of space or
     // inodes leaves nothing published; if putting it in place fails, the layer goes back to staging and is removed.
     let marker = prepare_marker(&parent_fd, &parent, &name, &layer, opts.sync != SyncMode::None)?;
-    rustix::fs::renameat_with(&parent_fd, staging.name.as_str(), &parent_fd, &name, RenameFlags::NOREPLACE).map_err(
-        |e| match e {
+    rustix::fs::renameat_with(&parent_fd, staging.name.as_os_str(), &parent_fd, &name, RenameFlags::NOREPLACE)
+        .map_err(|e| match e {
             Errno::EXIST => layer_error(LayerProblem::DestinationExists, OP, dest),
             e => Error::os(OP, e).with_path(dest),
-        },
-    )?;
+        })?;
     staging.armed = false;
     if let Err(e) = marker.publish() {
-        if rustix::fs::renameat(&parent_fd, &name, &parent_fd, staging.name.as_str()).is_ok() {
+        if rustix::fs::renameat(&parent_fd, &name, &parent_fd, staging.name.as_os_str()).is_ok() {
             staging.armed = true;
         }
         return Err(e);
@@ -191,7 +190,7 @@ pub fn apply_into(reader: impl Read + Send, dir: impl AsRef<Path>, opts: &ApplyO
     let (mut staging, layer) = stage(reader, &parent_fd, &parent, &name, dir, opts, OP)?;
     let marker = prepare_marker(&parent_fd, &parent, &name, &layer, opts.sync != SyncMode::None)?;
     let exchange =
-        || rustix::fs::renameat_with(&parent_fd, staging.name.as_str(), &parent_fd, &name, RenameFlags::EXCHANGE);
+        || rustix::fs::renameat_with(&parent_fd, staging.name.as_os_str(), &parent_fd, &name, RenameFlags::EXCHANGE);
     exchange().map_err(|e| match e {
         Errno::INVAL => Error::new(ErrorKind::NotSupported, OP)
             .with_path(dir)
@@ -201,7 +200,7 @@ pub fn apply_into(reader: impl Read + Send, dir: impl AsRef<Path>, opts: &ApplyO
     // The staging name now holds the caller's directory: it must not be removed recursively from here on.
     staging.armed = false;
     let swap_back = |staging: &mut Staging, err: Error| -> Error {
-        if rustix::fs::renameat_with(&parent_fd, staging.name.as_str(), &parent_fd, &name, RenameFlags::EXCHANGE)
+        if rustix::fs::renameat_with(&parent_fd, staging.name.as_os_str(), &parent_fd, &name, RenameFlags::EXCHANGE)
             .is_ok()
         {
             staging.armed = true;
@@ -209,9 +208,9 @@ pub fn apply_into(reader: impl Read + Send, dir: impl AsRef<Path>, opts: &ApplyO
         err
     };
     // The directory swapped out must be the one checked, still empty: anything written into it meanwhile goes back.
-    let old = rustix::fs::statx(&parent_fd, staging.name.as_str(), AtFlags::SYMLINK_NOFOLLOW, StatxFlags::INO)
+    let old = rustix::fs::statx(&parent_fd, staging.name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW, StatxFlags::INO)
         .map(|st| (st.stx_ino, st.stx_dev_major, st.stx_dev_minor));
-    let still_empty = empty_dir(&parent_fd, staging.name.as_str());
+    let still_empty = empty_dir(&parent_fd, staging.name.as_os_str());
     if old != Ok(before) || still_empty != Ok(true) {
         let err = Error::new(ErrorKind::Race, OP)
             .with_path(dir)
@@ -223,7 +222,7 @@ pub fn apply_into(reader: impl Read + Send, dir: impl AsRef<Path>, opts: &ApplyO
     }
     // Committed. The caller's empty directory goes; should that fail, it is an empty staging directory that
     // `recover_dirs` removes.
-    let _ = rustix::fs::unlinkat(&parent_fd, staging.name.as_str(), AtFlags::REMOVEDIR);
+    let _ = rustix::fs::unlinkat(&parent_fd, staging.name.as_os_str(), AtFlags::REMOVEDIR);
     Ok(layer)
 }
 
@@ -330,22 +329,24 @@ fn stage(
     let lowers = opts.parents.iter().map(|p| open_dir_path(p, op)).collect::<Result<Vec<_>>>()?;
 
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let staging_name = format!(
-        ".{}.partial-{}-{}",
-        name.to_string_lossy(),
+    // `.<name>.partial-<pid>-<n>`, the name's bytes as they are (`recover_dirs` finds it by them).
+    let mut staging_name = OsString::from(".");
+    staging_name.push(name);
+    staging_name.push(format!(
+        ".partial-{}-{}",
         rustix::process::getpid().as_raw_nonzero(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    rustix::fs::mkdirat(parent_fd, staging_name.as_str(), Mode::RWXU)
+    ));
+    rustix::fs::mkdirat(parent_fd, staging_name.as_os_str(), Mode::RWXU)
         .map_err(|e| Error::os(op, e).with_path(parent.join(&staging_name)))?;
     let staging = Staging { path: parent.join(&staging_name), name: staging_name, armed: true };
     // In a setgid store the new directory inherited the set-gid bit, which every directory and file made in it
     // would inherit in turn (with the store's group): drop it now; final modes are set at the end.
-    rustix::fs::chmodat(parent_fd, staging.name.as_str(), Mode::RWXU, AtFlags::empty())
+    rustix::fs::chmodat(parent_fd, staging.name.as_os_str(), Mode::RWXU, AtFlags::empty())
         .map_err(|e| Error::os(op, e).with_path(&staging.path))?;
     let root = rustix::fs::openat(
         parent_fd,
-        staging.name.as_str(),
+        staging.name.as_os_str(),
         OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )
