@@ -1,5 +1,6 @@
-//! Fuzz mountinfo parsing: `MountTable::parse` and `MountInfo::parse_line` never panic; in a table that parses,
-//! every mount is found by its id and the table has no changes against itself.
+//! Fuzz mountinfo parsing (bytes): `MountTable::parse` and `MountInfo::parse_line` never panic; a table parses
+//! exactly when each of its lines does, into the same mounts; every mount is found by its id; a table has no changes
+//! against itself.
 //!
 //! Shared by the fuzz target `fuzz_targets/mountinfo.rs` and by `tests/fuzz_corpora.rs`, which runs every committed seed
 //! and regression input through it as an ordinary test.
@@ -8,15 +9,16 @@ use layermount::{MountInfo, MountTable};
 
 /// One input: panics on any broken invariant.
 pub fn run(data: &[u8]) {
-    // Mount tables are bytes; the parser takes text today (lossy here keeps every input useful).
-    let text = String::from_utf8_lossy(data);
-    // Each line alone: never a panic (whether it agrees with the table is not compared: how lines are split, a
-    // `\r` included, is the parser's business).
-    for line in text.split('\n') {
-        let _ = MountInfo::parse_line(line);
-    }
-    let Ok(table) = MountTable::parse(&*text) else { return };
-    for m in table.mounts() {
+    // Mount tables are bytes (a mount's source or path need not be UTF-8). Lines are split at `\n` only.
+    let lines: Vec<&[u8]> = data.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    let alone: Vec<_> = lines.iter().map(MountInfo::parse_line).collect();
+    let Ok(table) = MountTable::parse(data) else {
+        assert!(alone.iter().any(Result::is_err), "the table fails though every line parses alone");
+        return;
+    };
+    assert_eq!(table.mounts().len(), lines.len());
+    for (m, one) in table.mounts().iter().zip(alone) {
+        assert_eq!(&one.expect("a line of a parsed table parses alone"), m);
         assert!(table.by_id(m.mount_id).is_some());
     }
     let _ = table.mount_of("/");
