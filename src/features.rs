@@ -278,6 +278,9 @@ impl Features {
 
     /// Probe the running kernel now (uncached, environment ignored).
     ///
+    /// # Panics
+    /// Never: the one `expect` is on parsing a constant id map.
+    ///
     /// ```no_run
     /// let f = layermount::Features::probe();
     /// assert!(f.mount_setattr, "needs Linux 5.12");

@@ -32,7 +32,7 @@
 #![cfg(target_os = "linux")]
 #![deny(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations, rustdoc::broken_intra_doc_links)]
-#![warn(clippy::all)]
+#![warn(clippy::all, clippy::missing_errors_doc, clippy::missing_panics_doc)]
 
 mod error;
 mod fd;

@@ -46,6 +46,9 @@ impl IdMap {
     /// # Kernel
     /// Any: no system call.
     ///
+    /// # Panics
+    /// Never: the builder's one `expect` has every field set and nothing to validate.
+    ///
     /// ```
     /// let map: layermount::IdMap = "0:100000:65536".parse()?;
     /// let oci = map.to_oci();

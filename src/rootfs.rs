@@ -21,6 +21,31 @@
 //!
 //! Apply the fixups through the *merged* root (the mounted overlay) so that changes land in the container's upper
 //! layer, as a container's own writes would, and never in a shared lower layer.
+//!
+//! # Kernel
+//!
+//! `openat2` with `RESOLVE_IN_ROOT` (Linux 5.6). No mount is made.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use layermount::{Fixups, IdMap, Overlay, UserNamespace};
+//!
+//! let map: IdMap = "0:100000:65536".parse()?;
+//! let root = Overlay::new()
+//!     .lowers(["/var/lib/layers/2", "/var/lib/layers/1"])
+//!     .upper("/var/lib/ctr/upper", "/var/lib/ctr/work")
+//!     .idmap(UserNamespace::cached(&map, &map)?)
+//!     .mount_at("/run/ctr/rootfs")?;
+//! let report = Fixups::new().idmap(&map, &map).apply(root.path())?; // through the merged root: into the upper
+//! for change in &report.changes {
+//!     println!("{change}");
+//! }
+//! for problem in &report.problems {
+//!     eprintln!("left alone: {problem}");
+//! }
+//! # Ok::<(), layermount::Error>(())
+//! ```
 
 use std::ffi::OsStr;
 use std::fmt;

@@ -13,6 +13,35 @@
 //! up beside layer directories wherever they live (`snapshots/<id>/fs`). A reader that fails is never taken for a
 //! corrupt layer: `Interrupted` is [`ErrorKind::Cancelled`], any other error keeps
 //! its kind. [`ApplyOptions::progress`] reports bytes read and entries applied.
+//!
+//! # Kernel
+//!
+//! No mount and no `CAP_SYS_ADMIN`: applying needs `openat2` (Linux 5.6) and, for whiteouts as overlay writes them,
+//! `CAP_MKNOD` for 0/0 character devices (unprivileged callers may make them from 5.8) and `CAP_SYS_ADMIN` for
+//! `trusted.overlay.*` xattrs ([`WhiteoutMode::OverlayUserXattr`] writes `user.overlay.*` instead).
+//!
+//! # Example
+//!
+//! An image's layers applied bottom-up into a store, each on top of those below it, then checked after a restart:
+//!
+//! ```no_run
+//! use layermount::{ApplyOptions, apply, recover, verify};
+//!
+//! let blobs = ["base.tar.gz", "app.tar.zst"]; // bottom-most first, as in the manifest
+//! let mut below: Vec<String> = Vec::new();
+//! for (i, blob) in blobs.iter().enumerate() {
+//!     let dest = format!("/var/lib/layers/{i}");
+//!     let opts = below.iter().rev().fold(ApplyOptions::new(), |o, p| o.parent(p)); // top-most parent first
+//!     let layer = apply(std::fs::File::open(blob)?, &dest, &opts)?;
+//!     println!("{dest}: {}", layer.diff_id);
+//!     below.push(dest);
+//! }
+//! // After a crash: clean up what was cut short, then check a layer's content against its commit record.
+//! let report = recover("/var/lib/layers")?;
+//! assert!(report.incomplete.is_empty());
+//! verify("/var/lib/layers/1")?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod apply;
 mod audit;

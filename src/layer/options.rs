@@ -105,35 +105,73 @@ impl std::fmt::Debug for ApplyOptions {
 
 impl ApplyOptions {
     /// Defaults: overlay whiteouts, `syncfs`, devices refused when not permitted, no parents.
+    ///
+    /// ```
+    /// let opts = layermount::ApplyOptions::new();
+    /// assert_eq!(opts.sync, layermount::SyncMode::Syncfs);
+    /// assert!(opts.parents.is_empty());
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
     /// Set the whiteout format.
+    ///
+    /// ```
+    /// use layermount::{ApplyOptions, WhiteoutMode};
+    /// // For an overlay mounted with `userxattr` (in a user namespace).
+    /// let opts = ApplyOptions::new().whiteouts(WhiteoutMode::OverlayUserXattr);
+    /// ```
     pub fn whiteouts(mut self, mode: WhiteoutMode) -> Self {
         self.whiteouts = mode;
         self
     }
     /// Set the sync mode.
+    ///
+    /// ```
+    /// use layermount::{ApplyOptions, SyncMode};
+    /// let opts = ApplyOptions::new().sync(SyncMode::Fsync); // a shared filesystem where syncfs would flush too much
+    /// ```
     pub fn sync(mut self, mode: SyncMode) -> Self {
         self.sync = mode;
         self
     }
     /// Set what happens to device nodes that cannot be made.
+    ///
+    /// ```
+    /// use layermount::{ApplyOptions, DeviceMode};
+    /// let opts = ApplyOptions::new().devices(DeviceMode::Skip); // unprivileged: skip what mknod refuses
+    /// ```
     pub fn devices(mut self, mode: DeviceMode) -> Self {
         self.devices = mode;
         self
     }
     /// Add a lower layer, below those added so far.
+    ///
+    /// ```
+    /// let opts = layermount::ApplyOptions::new().parent("/var/lib/layers/2").parent("/var/lib/layers/1");
+    /// assert_eq!(opts.parents.len(), 2);
+    /// ```
     pub fn parent(mut self, dir: impl AsRef<Path>) -> Self {
         self.parents.push(dir.as_ref().to_path_buf());
         self
     }
     /// Expect this diff_id (`sha256:<hex>`).
+    ///
+    /// ```
+    /// let diff_id = format!("sha256:{}", "0".repeat(64)); // from the image config's rootfs.diff_ids
+    /// let opts = layermount::ApplyOptions::new().expect_diff_id(diff_id);
+    /// ```
     pub fn expect_diff_id(mut self, digest: impl Into<String>) -> Self {
         self.expected_diff_id = Some(digest.into());
         self
     }
     /// Shift owners through this map.
+    ///
+    /// ```
+    /// let map: layermount::IdMap = "0:100000:65536".parse()?;
+    /// let opts = layermount::ApplyOptions::new().shift(map); // root-owned files land as 100000
+    /// # Ok::<(), layermount::Error>(())
+    /// ```
     pub fn shift(mut self, map: IdMap) -> Self {
         self.shift = Some(map);
         self

@@ -26,6 +26,14 @@ const MARKER_HEADER: &str = "layermount-layer-commit 2";
 const MARKER_HEADER_V1: &str = "layermount-layer-commit 1";
 
 /// Counts of what [`apply`](fn@crate::apply) did.
+///
+/// ```no_run
+/// let layer = layermount::apply(std::fs::File::open("layer.tar")?, "/var/lib/layers/4", &Default::default())?;
+/// let s = layer.stats;
+/// println!("{} files, {} bytes, {} whiteouts", s.files, s.bytes, s.whiteouts);
+/// println!("{s}"); // every counter as name=value
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ApplyStats {
     /// Archive entries read (PAX global headers excluded).
@@ -97,6 +105,12 @@ impl fmt::Display for ApplyStats {
 }
 
 /// A committed layer: what [`apply`](fn@crate::apply) returns and what the commit marker records.
+///
+/// ```no_run
+/// let layer = layermount::verify("/var/lib/layers/3")?; // what the commit marker recorded, content checked
+/// println!("diff_id {} content {}", layer.diff_id, layer.content_digest);
+/// # Ok::<(), layermount::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppliedLayer {
     /// `sha256:<hex>` of the uncompressed tar stream (the OCI diff_id).

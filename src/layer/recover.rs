@@ -16,6 +16,15 @@ use crate::error::{Error, ErrorKind, LayerProblem, Result};
 /// recomputed by reading every file, must equal the one recorded at commit. Finds the truncated, zeroed or missing
 /// files a crash or a bad disk leaves.
 ///
+/// # Errors
+/// [`ErrorKind::InvalidLayer`] with [`LayerProblem::MissingMarker`] (never committed), [`LayerProblem::BadMarker`]
+/// (unreadable or of an unknown version) or [`LayerProblem::ContentMismatch`] (changed since the commit);
+/// [`ErrorKind::InvalidInput`] for a path ending in `.` or `..`; [`ErrorKind::Os`] when the tree cannot be read.
+///
+/// # Kernel
+/// Any (reads through directory fds; extended attributes with `listxattrat`/`getxattrat` from 6.13, through
+/// `/proc/thread-self/fd` before).
+///
 /// ```no_run
 /// let layer = layermount::verify("/var/lib/layers/3")?;
 /// println!("ok: {}", layer.diff_id);
@@ -39,6 +48,15 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<AppliedLayer> {
 }
 
 /// What [`recover`] found and did in a layer store.
+///
+/// ```no_run
+/// let report = layermount::recover("/var/lib/layers")?;
+/// println!("{} committed, {} removed", report.committed.len(), report.removed.len());
+/// for (dir, why) in &report.incomplete {
+///     eprintln!("{} is not a layer ({why}): apply it again", dir.display());
+/// }
+/// # Ok::<(), layermount::Error>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoverReport {
     /// Staging directories and temporary or orphaned markers that were removed.

@@ -32,6 +32,28 @@
 //!   number either way.
 //! * A stack is read-only; copy-up from it into the container's upper works as from any lower layer.
 //!
+//! # Example
+//!
+//! Two containers of one image share a stack; the second compose costs the same whatever the layer count:
+//!
+//! ```no_run
+//! use layermount::{IdMap, StackCache, UserNamespace};
+//!
+//! let map: IdMap = "0:100000:65536".parse()?;
+//! let ns = UserNamespace::cached(&map, &map)?;
+//! let cache = StackCache::default();
+//! let image = ["/var/lib/layers/3", "/var/lib/layers/2", "/var/lib/layers/1"];
+//! let mut roots = Vec::new();
+//! for ctr in ["a", "b"] {
+//!     let (overlay, how) = cache.compose(&image, Some(&ns))?; // a miss, then a hit
+//!     println!("{ctr}: {how:?}");
+//!     let upper = format!("/var/lib/ctr/{ctr}/upper");
+//!     let work = format!("/var/lib/ctr/{ctr}/work");
+//!     roots.push(overlay.upper(&upper, &work).mount_at(format!("/run/ctr/{ctr}"))?);
+//! }
+//! # Ok::<(), layermount::Error>(())
+//! ```
+//!
 //! [`Overlay`]: crate::Overlay
 //! [`Features`]: crate::Features
 //! [`OverlayProblem::StackTooDeep`]: crate::OverlayProblem::StackTooDeep
