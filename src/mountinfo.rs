@@ -164,6 +164,9 @@ impl MountInfo {
 
 /// A snapshot of the calling thread's mount table.
 ///
+/// # Kernel
+/// Reading the table needs `/proc/thread-self` (3.17); finding the mount of a path, `statx`'s mount id (5.8).
+///
 /// ```no_run
 /// use layermount::MountTable;
 /// let table = MountTable::current()?;

@@ -28,6 +28,24 @@ use crate::userns::UserNamespace;
 /// Paths inside options are escaped as overlay's parser expects (`\`, `:` and `,` behind a backslash); the one
 /// encoder for that is shared with [`Overlay::to_spec`] and the CLI.
 ///
+/// # Option text
+///
+/// The grammar is overlay's, which `mount(8)` and containerd also use, and the crate has one encoder and decoder
+/// for it:
+///
+/// * a list of options is split on commas; a comma escaped as `\,` stays inside its option;
+/// * inside a value that names directories (`lowerdir=`, `upperdir=`, `workdir=`), `:` separates layers, `::` starts
+///   the data-only layers, and `\`, `:` and `,` in a path are escaped with a backslash;
+/// * `uidmap=`/`gidmap=` values are containerd's `c:h:s[,c:h:s]`: the commas between ranges belong to the value, so
+///   a list item that is only a range (`1000:6666:64536`) continues the map before it.
+///
+/// Options are bytes: a path need not be UTF-8. Property tests check that encoding and decoding are inverse with
+/// commas, colons, backslashes, newlines and non-UTF-8 bytes in paths.
+///
+/// # Kernel
+///
+/// Describing a mount needs none; [`mount`](Self::mount) needs what the mount type needs.
+///
 /// ```
 /// use layermount::MountSpec;
 /// let mut spec = MountSpec::new("overlay", "overlay", "/run/rootfs")

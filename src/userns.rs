@@ -28,6 +28,10 @@ struct Inner {
 /// [`UserNamespace::cached`] shares one per mapping through a bounded process-wide cache (weak references to
 /// every namespace in use, strong ones to the most recently used; see [`UserNamespace::cache_stats`]).
 ///
+/// # Kernel
+/// User namespaces (Linux 3.8, and enabled: some distributions turn unprivileged ones off, which does not matter
+/// to a root caller); idmapping a mount with one needs `mount_setattr` (5.12).
+///
 /// ```no_run
 /// use layermount::{IdMap, UserNamespace};
 /// let map: IdMap = "0:100000:65536".parse()?;
