@@ -370,11 +370,8 @@ fn stage(
                 ex.entry(&mut entry)?;
                 meter.entry();
             }
-            ex.finish()?;
-            let predicted = ex.records.take().map(|r| (std::mem::take(&mut ex.root_record), r));
-            let mut opaque: Vec<PathBuf> = ex.opaque.drain().collect();
-            opaque.sort();
-            Ok((ex.crcs, (ex.stats, opaque), predicted))
+            let done = ex.finish()?;
+            Ok((done.crcs, (done.stats, done.opaque), done.predicted))
         })();
         let drained = match &extracted {
             Ok(_) => chunks.drain(),

@@ -113,7 +113,7 @@ pub(crate) struct Extractor<'a> {
     dirs: BTreeSet<PathBuf>,
     whiteouts: BTreeSet<PathBuf>,
     /// The directories this layer made opaque (recorded in the commit record, read by `audit`).
-    pub opaque: HashSet<PathBuf>,
+    opaque: HashSet<PathBuf>,
     dir_meta: BTreeMap<PathBuf, DirMeta>,
     visible: HashMap<PathBuf, Rc<Vec<usize>>>,
     parent_cache: Option<(PathBuf, Rc<OwnedFd>)>,
@@ -122,17 +122,29 @@ pub(crate) struct Extractor<'a> {
     egid: u32,
     umask: u32,
     buf: Vec<u8>,
-    pub crcs: CrcCache,
-    pub stats: ApplyStats,
+    crcs: CrcCache,
+    stats: ApplyStats,
     /// The content-digest record of every entry, built from what was just written (see `digest`), unless the
     /// staging directory inherited something (a default ACL) that makes prediction unsafe: then `None`, and the
     /// digest is computed by walking the tree.
-    pub records: Option<BTreeMap<PathBuf, Vec<u8>>>,
+    records: Option<BTreeMap<PathBuf, Vec<u8>>>,
     /// A directory of this layer has a default ACL: nodes made beneath it may carry an access ACL nobody set, so
     /// their xattrs are read back whether or not the archive gave any.
     inherits: bool,
-    pub root_record: Vec<u8>,
+    root_record: Vec<u8>,
 }
+
+/// What an [`Extractor`] leaves when it is done: the counts, the opaque directories (sorted), the CRCs of the files
+/// it wrote, and the content-digest records it built (`None` when it could not predict them).
+pub(crate) struct Extracted {
+    pub stats: ApplyStats,
+    pub opaque: Vec<PathBuf>,
+    pub crcs: CrcCache,
+    pub predicted: Option<Predicted>,
+}
+
+/// The root's content-digest record and every entry's, by path.
+pub(crate) type Predicted = (Vec<u8>, BTreeMap<PathBuf, Vec<u8>>);
 
 fn beneath(dir: BorrowedFd<'_>, rel: &Path, oflags: OFlags) -> rustix::io::Result<OwnedFd> {
     let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV;
@@ -997,7 +1009,16 @@ impl<'a> Extractor<'a> {
 
     /// After the last entry: a root-level opaque marker (which overlay ignores on a layer root) becomes explicit
     /// whiteouts of every name the lower layers show at the root; then directory modes and mtimes, deepest first.
-    pub fn finish(&mut self) -> Result<()> {
+    /// Returns what was extracted.
+    pub fn finish(mut self) -> Result<Extracted> {
+        self.finish_tree()?;
+        let mut opaque: Vec<PathBuf> = self.opaque.into_iter().collect();
+        opaque.sort();
+        let predicted = self.records.map(|r| (self.root_record, r));
+        Ok(Extracted { stats: self.stats, opaque, crcs: self.crcs, predicted })
+    }
+
+    fn finish_tree(&mut self) -> Result<()> {
         if self.root_opaque && self.opts.whiteouts != WhiteoutMode::Oci {
             let mut names: Vec<OsString> = Vec::new();
             for &i in self.visible(Path::new("")).iter() {
