@@ -87,6 +87,12 @@ pub enum Fixup {
 
 impl Fixup {
     /// Every fixup, in the order they are applied.
+    ///
+    /// ```
+    /// use layermount::Fixup;
+    /// let names: Vec<&str> = Fixup::ALL.iter().map(|f| f.name()).collect();
+    /// assert_eq!(names, ["mount-targets", "mtab"]);
+    /// ```
     pub const ALL: [Fixup; 2] = [Fixup::MountTargets, Fixup::Mtab];
 
     /// The fixup's name: `mtab`, `mount-targets`.

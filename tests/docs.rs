@@ -166,24 +166,26 @@ fn walk(m: &Module, items: &[syn::Item], krate: &mut Crate) {
             syn::Item::Impl(i) if i.trait_.is_none() && !test_only(&i.attrs) => {
                 let Some(owner) = type_name(&i.self_ty) else { continue };
                 for it in &i.items {
-                    if let syn::ImplItem::Fn(f) = it {
-                        if test_only(&f.attrs) {
-                            continue;
-                        }
-                        let ident = f.sig.ident.to_string();
-                        krate.items.push(Candidate {
-                            name: format!("{owner}::{ident}"),
-                            ident,
-                            kind: "method",
-                            file: m.file.to_path_buf(),
-                            line: f.sig.ident.span().start().line,
-                            docs: docs_of(&f.attrs),
-                            is_pub: is_pub(&f.vis),
-                            chain_public: false,
-                            returns_result: returns_result(&f.sig),
-                            owner: Some(owner.clone()),
-                        });
+                    let (ident, kind, attrs, vis, result) = match it {
+                        syn::ImplItem::Fn(f) => (&f.sig.ident, "method", &f.attrs, &f.vis, returns_result(&f.sig)),
+                        syn::ImplItem::Const(c) => (&c.ident, "associated const", &c.attrs, &c.vis, false),
+                        _ => continue,
+                    };
+                    if test_only(attrs) {
+                        continue;
                     }
+                    krate.items.push(Candidate {
+                        name: format!("{owner}::{ident}"),
+                        ident: ident.to_string(),
+                        kind,
+                        file: m.file.to_path_buf(),
+                        line: ident.span().start().line,
+                        docs: docs_of(attrs),
+                        is_pub: is_pub(vis),
+                        chain_public: false,
+                        returns_result: result,
+                        owner: Some(owner.clone()),
+                    });
                 }
             }
             syn::Item::Mod(md) if !test_only(&md.attrs) => {
