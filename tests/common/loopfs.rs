@@ -41,6 +41,8 @@ impl Ext4 {
 
 impl Drop for Ext4 {
     fn drop(&mut self) {
-        let _ = rustix::mount::unmount(&self.at, rustix::mount::UnmountFlags::empty());
+        // Detached, as the crate's own guards do: a plain unmount that meets EBUSY under load (a killed child's
+        // last references still going away) fails silently here and leaks the mount into the leak check.
+        let _ = rustix::mount::unmount(&self.at, rustix::mount::UnmountFlags::DETACH);
     }
 }
