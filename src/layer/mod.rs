@@ -42,6 +42,47 @@
 //! verify("/var/lib/layers/1")?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! The same without privilege, on a temporary directory: a caller may apply a layer whose entries it owns.
+//!
+//! ```
+//! use std::os::unix::fs::MetadataExt;
+//! use layermount::{ApplyOptions, SyncMode, apply, is_committed, recover, verify};
+//!
+//! let store = std::env::temp_dir().join(format!("layermount-doc-layer-{}", std::process::id()));
+//! std::fs::create_dir(&store)?;
+//! let me = std::fs::metadata(&store)?; // entries owned by the caller: no privilege needed to apply them
+//! let mut tar = tar::Builder::new(Vec::new());
+//! for dir in [".", "etc", "bin"] {
+//!     let mut h = tar::Header::new_gnu();
+//!     h.set_entry_type(tar::EntryType::Directory);
+//!     h.set_size(0);
+//!     h.set_mode(0o755);
+//!     h.set_uid(me.uid().into());
+//!     h.set_gid(me.gid().into());
+//!     h.set_cksum();
+//!     tar.append_data(&mut h, dir, std::io::empty())?;
+//! }
+//! for (name, data) in [("etc/hostname", &b"box\n"[..]), ("bin/hello", b"#!/bin/sh\necho hi\n")] {
+//!     let mut h = tar::Header::new_gnu();
+//!     h.set_size(data.len() as u64);
+//!     h.set_mode(0o755);
+//!     h.set_uid(me.uid().into());
+//!     h.set_gid(me.gid().into());
+//!     h.set_cksum();
+//!     tar.append_data(&mut h, name, data)?;
+//! }
+//! let blob = tar.into_inner()?;
+//!
+//! let layer = apply(&blob[..], store.join("1"), &ApplyOptions::new().sync(SyncMode::None))?;
+//! assert_eq!(std::fs::read(store.join("1/etc/hostname"))?, b"box\n");
+//! assert_eq!(layer.stats.files, 2);
+//! assert!(is_committed(store.join("1"))?);
+//! assert_eq!(verify(store.join("1"))?.diff_id, layer.diff_id);
+//! assert_eq!(recover(&store)?.committed, [store.join("1")]);
+//! layermount::remove_all(&store)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod apply;
 mod audit;
