@@ -103,7 +103,8 @@ fn demo_runs_to_the_end_and_leaves_nothing() {
             "mtab /etc/mtab: regular file (56 bytes) -> symlink to ../proc/self/mounts",
             "container| uid 0 gid 0 pid 1",
             "container|   0:0        /root/hello.txt",
-            "container|   none / overlay ",
+            // `none` from fsmount; `overlay`, the source mount(2) is given, on the legacy strategy.
+            "/ overlay ",
             "container|   proc /proc proc ",
             "container| /etc/legacy.conf exists: false",
             "container| /opt/app holds [\"v2.bin\"]",
