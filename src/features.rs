@@ -54,7 +54,7 @@ const STATX_MNT_ID_UNIQUE: u32 = 0x4000;
 pub enum Strategy {
     /// `mount(2)` with one `lowerdir=a:b:c` string (any kernel; one page of options).
     Legacy,
-    /// `fsconfig(FSCONFIG_SET_STRING, "lowerdir+")` per layer (Linux 6.8).
+    /// `fsconfig(FSCONFIG_SET_STRING, "lowerdir+")` per layer (Linux 6.7).
     Strings,
     /// `fsconfig(FSCONFIG_SET_FD, "lowerdir+")` per layer with `O_RDONLY` fds (Linux 6.13).
     AttachedFds,
@@ -134,7 +134,7 @@ pub struct Features {
     pub overlay_context_messages: bool,
     /// overlay takes data-only lower layers (`lowerdir=a::b`, Linux 6.5).
     pub overlay_data_layers: bool,
-    /// overlay accepts `lowerdir+` strings through `fsconfig` (Linux 6.8).
+    /// overlay accepts `lowerdir+` strings through `fsconfig` (Linux 6.7).
     pub overlay_lowerdir_plus: bool,
     /// overlay accepts `lowerdir+` as `O_RDONLY` directory fds (Linux 6.13).
     pub overlay_lowerdir_fd: bool,

@@ -7,7 +7,7 @@
 //! |---|---|---|---|
 //! | `DetachedFds` | 6.15 | `O_PATH` fds, `fsconfig(FSCONFIG_SET_FD, "lowerdir+")` | one *detached* idmapped clone per mount the layers are on |
 //! | `AttachedFds` | 6.13 | `O_RDONLY` fds, same call | one idmapped clone per mount, attached under a private staging directory while the overlay is made |
-//! | `Strings` | 6.8 | `fsconfig(FSCONFIG_SET_STRING, "lowerdir+")`, paths over 255 bytes made relative by a `fchdir` in a thread of its own | as above |
+//! | `Strings` | 6.7 | `fsconfig(FSCONFIG_SET_STRING, "lowerdir+")`, paths over 255 bytes made relative by a `fchdir` in a thread of its own | as above |
 //! | `Legacy` | any | `mount(2)` with one `lowerdir=` string, checked against the 4095-byte page (compacted to relative paths when that makes it fit; refused otherwise) | as above |
 //!
 //! In every strategy the overlay is created first as a detached tree; [`Overlay::mount_at`] then attaches it.
@@ -954,7 +954,7 @@ impl Overlay {
         Ok(paths)
     }
 
-    /// [`Strategy::Strings`]: `lowerdir+` strings (Linux 6.8). A path over 255 bytes is passed as `.` after a `fchdir` to it, in a thread
+    /// [`Strategy::Strings`]: `lowerdir+` strings (Linux 6.7). A path over 255 bytes is passed as `.` after a `fchdir` to it, in a thread
     /// that has its own working directory.
     fn compose_strings(&self, all: &[Resolved], staging: &mut Staging) -> Result<DetachedTree> {
         let paths = self.paths(all, staging)?;
