@@ -152,6 +152,13 @@ pub fn children() -> Vec<u32> {
     out
 }
 
+/// Pids of the calling thread's children (`/proc/thread-self/children`): what a test spawned itself, whatever other
+/// tests running beside it in the same process have spawned.
+pub fn thread_children() -> Vec<u32> {
+    let text = std::fs::read_to_string("/proc/thread-self/children").unwrap_or_default();
+    text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()).collect()
+}
+
 /// Owner `(uid, gid)` of `path` as seen through the caller's view (no symlink following).
 pub fn owner(path: &Path) -> (u32, u32) {
     use std::os::unix::fs::MetadataExt;
