@@ -248,7 +248,7 @@ fn kill_in_the_umount_window_leaves_only_read_only_clones() {
             if strategy.parse::<layermount::Strategy>().unwrap() > layermount::Features::get().strategy() {
                 common::skip(
                     &format!("kill_in_the_umount_window_leaves_only_read_only_clones/{strategy}"),
-                    "the kernel lacks it",
+                    &common::lacks_strategy(strategy.parse().unwrap()),
                 );
                 continue;
             }

@@ -18,6 +18,20 @@ fn probe_matches_this_kernel() {
     let f = Features::probe();
     assert!(f.privileged);
     assert!(f.new_mount_api && f.mount_setattr, "{f:?}");
+    // The probe checked against the releases that added each feature (mainline; a distribution may backport, never
+    // take away). This is what found 6.12 probed as `legacy`: the strings probe made an overlay of a detached tmpfs.
+    let since = [
+        (6, 3, f.idmap_tmpfs),
+        (6, 5, f.overlay_context_messages && f.overlay_data_layers),
+        (6, 6, f.tmpfs_user_xattrs),
+        (6, 7, f.overlay_lowerdir_plus),
+        (6, 13, f.overlay_lowerdir_fd),
+    ];
+    for (major, minor, has) in since {
+        if kernel_at_least(&f, major, minor) {
+            assert!(has, "{major}.{minor}: {f:?}");
+        }
+    }
     if kernel_at_least(&f, 6, 15) {
         assert!(f.open_tree_attr && f.statx_mnt_id_unique && f.idmap_tmpfs, "{f:?}");
         assert!(f.overlay_lowerdir_plus && f.overlay_lowerdir_fd && f.overlay_detached_layers, "{f:?}");

@@ -467,7 +467,7 @@ fn data_only_layers_stay_out_of_the_merged_view() {
     for level in [layermount::Strategy::DetachedFds, layermount::Strategy::Strings, layermount::Strategy::Legacy] {
         let name = format!("data_only_layers_stay_out_of_the_merged_view/{level}");
         if level > layermount::Features::get().strategy() {
-            common::skip(&name, &format!("the kernel lacks the {level} strategy"));
+            common::skip(&name, &common::lacks_strategy(level));
             continue;
         }
         if !common::has_feature(&name, "overlay_data_layers") {

@@ -14,13 +14,7 @@ const ALL_LEVELS: [Strategy; 4] = [Strategy::DetachedFds, Strategy::AttachedFds,
 /// Whether the running kernel has the strategy `level` (the probe's best is at least it); one skip line naming the
 /// missing feature otherwise.
 fn kernel_has(name: &str, level: Strategy) -> bool {
-    let feature = match level {
-        Strategy::DetachedFds => "overlay_detached_layers",
-        Strategy::AttachedFds => "overlay_lowerdir_fd",
-        Strategy::Strings => "overlay_lowerdir_plus",
-        Strategy::Legacy => "overlay",
-    };
-    common::has_feature(name, feature)
+    common::has_feature(name, common::strategy_feature(level))
 }
 
 /// The strategies the running kernel has, best first (a skip line for each other one).

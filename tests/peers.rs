@@ -238,7 +238,7 @@ fn a_live_overlays_upper_or_work_is_refused_as_a_layer() {
             if !here {
                 common::skip(
                     &format!("a_live_overlays_upper_or_work_is_refused_as_a_layer/{s}"),
-                    "the kernel lacks it",
+                    &common::lacks_strategy(s),
                 );
             }
             here

@@ -30,7 +30,7 @@ fn ns() -> UserNamespace {
 fn kernel_has(name: &str, level: Strategy) -> bool {
     let best = layermount::Features::get().strategy();
     if level > best {
-        common::skip(&format!("{name}/{level}"), &format!("the kernel's best strategy is {best}"));
+        common::skip(&format!("{name}/{level}"), &common::lacks_strategy(level));
     }
     level <= best
 }
@@ -175,7 +175,7 @@ fn statfs_of(root: &Path) -> (i64, i64, u64, i64) {
 fn flat_and_stacked_agree(level: Strategy) {
     let name = format!("flat_and_stacked_agree/{level}");
     if level > layermount::Features::get().strategy() {
-        common::skip(&name, &format!("the kernel lacks the {level} strategy (layermount probe)"));
+        common::skip(&name, &common::lacks_strategy(level));
         return;
     }
     privileged(&name, move |scratch| {
@@ -451,7 +451,10 @@ fn dropping_a_stack_under_a_writing_container() {
         let name = "dropping_a_stack_under_a_writing_container";
         for level in [Strategy::DetachedFds, Strategy::Legacy].into_iter().filter(|&l| kernel_has(name, l)) {
             if level > layermount::Features::get().strategy() {
-                common::skip(&format!("dropping_a_stack_under_a_writing_container/{level}"), "the kernel lacks it");
+                common::skip(
+                    &format!("dropping_a_stack_under_a_writing_container/{level}"),
+                    &common::lacks_strategy(level),
+                );
                 continue;
             }
             let layers = image(&scratch.join(format!("s-{level}")));

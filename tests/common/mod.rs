@@ -76,6 +76,21 @@ pub fn skip(name: &str, why: &str) {
     }
 }
 
+/// The probe feature (as `layermount probe` names it) that the overlay strategy `s` needs.
+pub fn strategy_feature(s: layermount::Strategy) -> &'static str {
+    match s {
+        layermount::Strategy::DetachedFds => "overlay_detached_layers",
+        layermount::Strategy::AttachedFds => "overlay_lowerdir_fd",
+        layermount::Strategy::Strings => "overlay_lowerdir_plus",
+        layermount::Strategy::Legacy => "overlay",
+    }
+}
+
+/// Why a test of strategy `s` is skipped: the feature it needs, named.
+pub fn lacks_strategy(s: layermount::Strategy) -> String {
+    format!("the kernel lacks {} (strategy {s})", strategy_feature(s))
+}
+
 /// True when the running kernel has `feature` (a [`layermount::Features`] flag, named as `layermount probe` names
 /// it); otherwise prints one skip line naming it.
 pub fn has_feature(name: &str, feature: &str) -> bool {
