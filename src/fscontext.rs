@@ -23,7 +23,7 @@ use crate::tree::{DetachedTree, Origin};
 ///
 /// # Kernel
 /// Linux 5.2 (`fsopen`, `fsconfig`, `fsmount`); what a filesystem accepts as parameters depends on the filesystem and
-/// its version (overlay's `lowerdir+`: 6.8 as a string, 6.13 as an fd).
+/// its version (overlay's `lowerdir+`: 6.7 as a string, 6.13 as an fd).
 ///
 /// ```no_run
 /// use layermount::FsContext;

@@ -309,7 +309,7 @@ impl Overlay {
     /// Add a data-only lower layer (`datadir+`, or `::` in a `lowerdir=` string), below every lower layer. Data-only
     /// layers are reachable only through metacopy redirects.
     ///
-    /// Needs `metacopy=on` to be useful and a kernel with data-only layers (6.5 for `::` in `lowerdir=`, 6.8 for
+    /// Needs `metacopy=on` to be useful and a kernel with data-only layers (6.5 for `::` in `lowerdir=`, 6.7 for
     /// `datadir+`); where the kernel has none, composing is refused.
     ///
     /// ```
@@ -525,7 +525,7 @@ impl Overlay {
     /// # Kernel
     /// Any kernel with overlay, through the best [`Strategy`] the kernel has (table in the [module docs](self)):
     /// `O_PATH` layer fds in detached idmapped clones from 6.15 (and 6.13.10, 6.14.2), layer fds from 6.13,
-    /// `lowerdir+` strings from 6.8, `mount(2)` with one `lowerdir=` string before. Idmapped layers need
+    /// `lowerdir+` strings from 6.7, `mount(2)` with one `lowerdir=` string before. Idmapped layers need
     /// `mount_setattr` (5.12), overlay on idmapped layers (5.19) and filesystems that can be idmapped.
     ///
     /// ```no_run

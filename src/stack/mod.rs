@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | `DetachedFds` (6.15) | a detached overlay mount, attached nowhere | its root fd (`lowerdir+`) |
 //! | `AttachedFds` (6.13) | attached under a private 0700 staging directory while the stack lives | an `O_RDONLY` fd of its root |
-//! | `Strings` (6.8), `Legacy` | attached the same way | a `/proc/thread-self/fd/N` path to that root |
+//! | `Strings` (6.7), `Legacy` | attached the same way | a `/proc/thread-self/fd/N` path to that root |
 //!
 //! (Before 6.15 overlay clones a layer only from a mount in the caller's mount namespace, so a stack must stay
 //! attached there.) The kernel answers for which of these it supports: the probe's `overlay_stack` says whether a
