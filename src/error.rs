@@ -342,13 +342,6 @@ impl Error {
         }
     }
 
-    /// Keep `err` itself as the [`source`](std::error::Error::source) (a caller's reader error, say).
-    #[allow(dead_code)]
-    pub(crate) fn with_source(mut self, err: std::io::Error) -> Self {
-        self.source = Some(std::sync::Arc::new(err));
-        self
-    }
-
     /// An error from a `std::io::Error` met while working on `path` (for tools built on the crate, such as the
     /// command-line program, that open files themselves).
     ///

@@ -26,18 +26,9 @@ fn ns() -> UserNamespace {
     UserNamespace::cached(&map, &map).unwrap()
 }
 
-/// Whether this kernel has strategy `level` (one skip line naming what it lacks otherwise).
-fn kernel_has(name: &str, level: Strategy) -> bool {
-    let best = layermount::Features::get().strategy();
-    if level > best {
-        common::skip(&format!("{name}/{level}"), &common::lacks_strategy(level));
-    }
-    level <= best
-}
-
 /// The strategies this kernel has, best first.
 fn strategies_here(name: &str) -> Vec<Strategy> {
-    ALL.into_iter().filter(|&l| kernel_has(name, l)).collect()
+    ALL.into_iter().filter(|&l| common::has_strategy(name, l)).collect()
 }
 
 /// A staging directory as the fallbacks want it: 0700.
@@ -173,11 +164,10 @@ fn statfs_of(root: &Path) -> (i64, i64, u64, i64) {
 }
 
 fn flat_and_stacked_agree(level: Strategy) {
-    let name = format!("flat_and_stacked_agree/{level}");
-    if level > layermount::Features::get().strategy() {
-        common::skip(&name, &common::lacks_strategy(level));
+    if !common::has_strategy("flat_and_stacked_agree", level) {
         return;
     }
+    let name = format!("flat_and_stacked_agree/{level}");
     privileged(&name, move |scratch| {
         let stage = private_dir(&scratch.join("stage"));
         let layers = image(&scratch.join("store"));
@@ -449,14 +439,7 @@ fn dropping_a_stack_under_a_writing_container() {
             return;
         }
         let name = "dropping_a_stack_under_a_writing_container";
-        for level in [Strategy::DetachedFds, Strategy::Legacy].into_iter().filter(|&l| kernel_has(name, l)) {
-            if level > layermount::Features::get().strategy() {
-                common::skip(
-                    &format!("dropping_a_stack_under_a_writing_container/{level}"),
-                    &common::lacks_strategy(level),
-                );
-                continue;
-            }
+        for level in [Strategy::DetachedFds, Strategy::Legacy].into_iter().filter(|&l| common::has_strategy(name, l)) {
             let layers = image(&scratch.join(format!("s-{level}")));
             let stage = private_dir(&scratch.join(format!("stage-{level}")));
             let opts = StackOptions { strategy: Some(level), staging_dir: Some(stage.clone()), ..Default::default() };

@@ -91,6 +91,16 @@ pub fn lacks_strategy(s: layermount::Strategy) -> String {
     format!("the kernel lacks {} (strategy {s})", strategy_feature(s))
 }
 
+/// True when the running kernel has the overlay strategy `level` (the probe's best, or below it); otherwise prints
+/// one skip line, `name/level`, naming the feature it lacks.
+pub fn has_strategy(name: &str, level: layermount::Strategy) -> bool {
+    let here = level <= layermount::Features::get().strategy();
+    if !here {
+        skip(&format!("{name}/{level}"), &lacks_strategy(level));
+    }
+    here
+}
+
 /// True when the running kernel has `feature` (a [`layermount::Features`] flag, named as `layermount probe` names
 /// it); otherwise prints one skip line naming it.
 pub fn has_feature(name: &str, feature: &str) -> bool {
