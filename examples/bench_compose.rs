@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use layermount::{StackCache, Strategy};
 
-const WAYS: [&str; 8] = [
+const WAYS: [&str; 9] = [
     "flat-fd",
     "raw-floor",
     "stacked-hit",
@@ -24,6 +24,7 @@ const WAYS: [&str; 8] = [
     "containerd-2.0",
     "flat-fd-nocheck",
     "stacked-nocheck",
+    "raw-on-stack",
 ];
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -57,6 +58,8 @@ fn main() {
         for n in counts {
             let s = ways::setup(scratch, n);
             let cache = StackCache::default();
+            let ns = layermount::UserNamespace::cached(&map, &map).unwrap();
+            let stack = layermount::ImageStack::build(&s.layers, Some(&ns)).unwrap();
             let run = |way: usize| match way {
                 0 => ways::flat(&s, &map, Strategy::DetachedFds),
                 1 => ways::raw(&s, &map),
@@ -65,7 +68,8 @@ fn main() {
                 4 => ways::containerd(&s, &map, false),
                 5 => ways::containerd(&s, &map, true),
                 6 => ways::flat_checked(&s, &map, Strategy::DetachedFds, false),
-                _ => ways::stacked_checked(&cache, &s, &map, (&s.upper, &s.work, &s.target), false),
+                7 => ways::stacked_checked(&cache, &s, &map, (&s.upper, &s.work, &s.target), false),
+                _ => ways::raw_on(&stack, &s),
             };
             for w in (0..WAYS.len()).filter(|w| only.is_none_or(|o| o == *w)) {
                 run(w); // warm: caches, the stack, the user namespace
@@ -107,6 +111,7 @@ fn main() {
                 ("containerd-2.0 / stacked-hit", 5, 2),
                 ("containerd-2.2 / stacked-nocheck", 4, 7),
                 ("stack-miss / flat-fd", 3, 0),
+                ("stacked-hit / raw-on-stack", 2, 8),
             ] {
                 let (m, lo, hi) = ratio(a, b);
                 println!("  {label:<29} {m:.2}x [{lo:.2}-{hi:.2}]");

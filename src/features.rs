@@ -124,6 +124,9 @@ pub struct Features {
     pub open_tree_attr: bool,
     /// `STATX_MNT_ID_UNIQUE` (Linux 6.8).
     pub statx_mnt_id_unique: bool,
+    /// `listmount(2)` and `statmount(2)` with a filesystem's options (`STATMOUNT_MNT_OPTS`, Linux 6.11): the live
+    /// overlays of a mount namespace are found without formatting its whole mount table on every compose.
+    pub statmount_options: bool,
     /// A detached tmpfs can be idmapped (idmapped mounts, and tmpfs support for them: Linux 6.3).
     pub idmap_tmpfs: bool,
     /// overlayfs is available.
@@ -145,6 +148,15 @@ pub struct Features {
     pub overlay_stack: bool,
     /// A detached tmpfs holds `user.*` extended attributes (Linux 6.6).
     pub tmpfs_user_xattrs: bool,
+}
+
+/// Whether `statmount` reports a filesystem's options: asked of the mounts `listmount` shows until one has options
+/// (a kernel without `STATMOUNT_MNT_OPTS` fills in none, and a filesystem without options gets none either).
+fn probe_statmount_options() -> bool {
+    use crate::mountinfo::{STATMOUNT_MNT_OPTS, statmount};
+    let mut ids = Vec::new();
+    crate::mountinfo::list_mounts(&mut ids).is_ok()
+        && ids.iter().any(|&id| statmount(id, STATMOUNT_MNT_OPTS).is_ok_and(|s| s.mask & STATMOUNT_MNT_OPTS != 0))
 }
 
 fn syscall_exists(r: rustix::io::Result<impl Sized>) -> bool {
@@ -300,6 +312,7 @@ impl Features {
             StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE),
         )
         .is_ok_and(|st| st.stx_mask & STATX_MNT_ID_UNIQUE != 0);
+        let statmount_options = probe_statmount_options();
 
         let mut f = Features {
             kernel_release,
@@ -308,6 +321,7 @@ impl Features {
             mount_setattr,
             open_tree_attr,
             statx_mnt_id_unique,
+            statmount_options,
             idmap_tmpfs: false,
             overlay: false,
             overlay_context_messages: false,
@@ -381,6 +395,7 @@ impl Features {
         }
         if strategy < Strategy::AttachedFds {
             f.overlay_lowerdir_fd = false;
+            f.statmount_options = false;
         }
         if strategy < Strategy::Strings {
             f.overlay_lowerdir_plus = false;
@@ -396,13 +411,14 @@ impl Features {
     ///     println!("{name}: {}", if yes { "yes" } else { "no" });
     /// }
     /// ```
-    pub fn list(&self) -> [(&'static str, bool); 14] {
+    pub fn list(&self) -> [(&'static str, bool); 15] {
         [
             ("privileged", self.privileged),
             ("new_mount_api", self.new_mount_api),
             ("mount_setattr", self.mount_setattr),
             ("open_tree_attr", self.open_tree_attr),
             ("statx_mnt_id_unique", self.statx_mnt_id_unique),
+            ("statmount_options", self.statmount_options),
             ("idmap_tmpfs", self.idmap_tmpfs),
             ("overlay", self.overlay),
             ("overlay_context_messages", self.overlay_context_messages),

@@ -225,6 +225,87 @@ pub(crate) fn mount_identity(dirfd: impl std::os::fd::AsFd, name: &Path) -> rust
     Ok(MountIdentity { id: st.stx_mnt_id, unique, device: (st.stx_dev_major, st.stx_dev_minor) })
 }
 
+/// `statmount(2)` masks (`STATMOUNT_*` of `<linux/mount.h>`).
+pub(crate) const STATMOUNT_SB_BASIC: u64 = 0x1;
+pub(crate) const STATMOUNT_MNT_BASIC: u64 = 0x2;
+pub(crate) const STATMOUNT_MNT_POINT: u64 = 0x10;
+/// The filesystem's own options (Linux 6.11).
+pub(crate) const STATMOUNT_MNT_OPTS: u64 = 0x80;
+
+/// `OVERLAYFS_SUPER_MAGIC`.
+pub(crate) const OVERLAYFS_SUPER_MAGIC: u64 = 0x794c_7630;
+
+/// What `statmount(2)` said of one mount: the fields asked for, where the kernel filled them in.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MountStat {
+    /// The `STATMOUNT_*` fields filled in.
+    pub mask: u64,
+    pub sb_magic: u64,
+    /// The id `mountinfo` shows.
+    pub mnt_id_old: u32,
+    /// Relative to the caller's root, raw bytes (not escaped).
+    pub mnt_point: Option<Vec<u8>>,
+    /// The filesystem's options as `mountinfo` shows them (comma-separated, values octal-escaped).
+    pub opts: Option<Vec<u8>>,
+}
+
+/// `statmount` of the mount with never-reused id `id`, the buffer grown until the strings fit.
+pub(crate) fn statmount(id: u64, mask: u64) -> rustix::io::Result<MountStat> {
+    // The fixed part is 512 bytes; strings (mount point, options) go after it.
+    let strings = STATMOUNT_MNT_POINT | STATMOUNT_MNT_OPTS;
+    let mut buf = vec![0u64; if mask & strings == 0 { 64 } else { 1024 }];
+    loop {
+        let len = buf.len();
+        match crate::sys::statmount(id, mask, &mut buf) {
+            Ok(b) => return Ok(parse_statmount(b)),
+            Err(rustix::io::Errno::OVERFLOW) if len < (1 << 20) => buf.resize(len * 4, 0),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `struct statmount` (the offsets of `<linux/mount.h>`; strings start after the 512-byte fixed part).
+fn parse_statmount(b: &[u8]) -> MountStat {
+    let u32_at = |o: usize| b.get(o..o + 4).map_or(0, |x| u32::from_ne_bytes(x.try_into().expect("4 bytes")));
+    let u64_at = |o: usize| b.get(o..o + 8).map_or(0, |x| u64::from_ne_bytes(x.try_into().expect("8 bytes")));
+    let mask = u64_at(8);
+    let string = |bit: u64, field: usize| {
+        let start = 512 + u32_at(field) as usize;
+        let rest = b.get(start..).filter(|_| mask & bit != 0)?;
+        Some(rest[..rest.iter().position(|&c| c == 0).unwrap_or(rest.len())].to_vec())
+    };
+    MountStat {
+        mask,
+        sb_magic: u64_at(24),
+        mnt_id_old: u32_at(56),
+        mnt_point: string(STATMOUNT_MNT_POINT, 108),
+        opts: string(STATMOUNT_MNT_OPTS, 4),
+    }
+}
+
+/// The never-reused ids of every mount in the calling thread's mount namespace, ascending, into `ids`.
+pub(crate) fn list_mounts(ids: &mut Vec<u64>) -> rustix::io::Result<()> {
+    ids.clear();
+    let mut chunk = [0u64; 256];
+    loop {
+        let last = ids.last().copied().unwrap_or(0);
+        let n = crate::sys::listmount(crate::sys::LSMT_ROOT, last, &mut chunk)?;
+        ids.extend_from_slice(&chunk[..n]);
+        if n < chunk.len() {
+            return Ok(());
+        }
+    }
+}
+
+/// The value of option `key` in a filesystem's option text as `mountinfo` and `statmount` show it: options are
+/// split at the commas the kernel wrote, then the value's escapes are decoded (so a comma in a path is kept).
+pub(crate) fn option_value(opts: &[u8], key: &str) -> Option<PathBuf> {
+    opts.split(|&b| b == b',').find_map(|o| {
+        let v = o.strip_prefix(key.as_bytes())?.strip_prefix(b"=")?;
+        Some(unescape_path(v))
+    })
+}
+
 /// How many times this thread read the mount table (tests count them).
 #[cfg(test)]
 pub(crate) fn reads() -> u64 {

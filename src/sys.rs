@@ -3,7 +3,8 @@
 //! * `mount_setattr(2)` with `struct mount_attr` (Linux 5.12),
 //! * `open_tree_attr(2)` (Linux 6.15),
 //! * the `clone(2)` that starts a process holding a user namespace (a new one, or one it joins with `setns(2)`),
-//! * `ioctl(NS_GET_NSTYPE)` on a namespace fd.
+//! * `ioctl(NS_GET_NSTYPE)` on a namespace fd,
+//! * `listmount(2)` and `statmount(2)` (Linux 6.8), `getxattrat(2)` and `listxattrat(2)` (Linux 6.13).
 //!
 //! Everything else (fsopen, fsconfig, fsmount, move_mount, open_tree, statx, openat2, umount2) comes from rustix.
 //! Each wrapper here is small, takes borrowed fds and C strings, and returns `rustix::io::Result`.
@@ -224,4 +225,46 @@ pub(crate) fn getxattrat(
         )
     };
     check(ret).map(|n| n as usize)
+}
+
+/// `__NR_statmount` and `__NR_listmount` (Linux 6.8), the same on every architecture of the unified table.
+const SYS_STATMOUNT: libc::c_long = 457;
+const SYS_LISTMOUNT: libc::c_long = 458;
+
+/// `LSMT_ROOT`: list every mount of the caller's mount namespace (below its root).
+pub(crate) const LSMT_ROOT: u64 = u64::MAX;
+
+/// `struct mnt_id_req` (`MNT_ID_REQ_SIZE_VER0`, 24 bytes).
+#[repr(C)]
+struct MntIdReq {
+    size: u32,
+    spare: u32,
+    mnt_id: u64,
+    param: u64,
+}
+
+/// `listmount(&req, ids, ids.len(), 0)` (Linux 6.8): the never-reused ids of the mounts below `mnt_id`
+/// ([`LSMT_ROOT`]: all) in the calling thread's mount namespace, in ascending order, starting after `last` (0: from
+/// the first). Returns how many were written.
+pub(crate) fn listmount(mnt_id: u64, last: u64, ids: &mut [u64]) -> Result<usize> {
+    let req = MntIdReq { size: size_of::<MntIdReq>() as u32, spare: 0, mnt_id, param: last };
+    // SAFETY: `req` is a live `mnt_id_req` whose size is in it; the kernel writes at most `ids.len()` u64s.
+    let ret = unsafe { libc::syscall(SYS_LISTMOUNT, &req as *const MntIdReq, ids.as_mut_ptr(), ids.len(), 0u32) };
+    check(ret).map(|n| n as usize)
+}
+
+/// `statmount(&req, buf, size, 0)` (Linux 6.8): `struct statmount` of the mount `mnt_id` for the fields in `mask`,
+/// written into `buf` (u64s, for the struct's alignment); returns the bytes the kernel filled in (`EOVERFLOW`: the
+/// strings asked for do not fit). The fixed part is 512 bytes; strings follow it.
+pub(crate) fn statmount(mnt_id: u64, mask: u64, buf: &mut [u64]) -> Result<&[u8]> {
+    let req = MntIdReq { size: size_of::<MntIdReq>() as u32, spare: 0, mnt_id, param: mask };
+    let bytes = std::mem::size_of_val(buf);
+    // SAFETY: `req` is a live `mnt_id_req`; the kernel writes at most `bytes` bytes into `buf`.
+    let ret = unsafe { libc::syscall(SYS_STATMOUNT, &req as *const MntIdReq, buf.as_mut_ptr(), bytes, 0u32) };
+    check(ret)?;
+    // SAFETY: `buf` is `bytes` long and initialised (u64s); viewing it as bytes is always valid, and the borrow
+    // keeps `buf` alive and unaliased while the view lives.
+    let all = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), bytes) };
+    let size = u32::from_ne_bytes(all[..4].try_into().expect("4 bytes")) as usize;
+    Ok(&all[..size.min(bytes)])
 }

@@ -227,7 +227,9 @@ fn implied_directories_and_the_root_follow_one_rule() {
 /// xfstests `overlay/065` ("overlapping lowerdir with other mount upperdir/workdir") and `overlay/036` (exclusive
 /// upper and work directories): a lower (or upper) that is, or lies inside, the upper or work directory of a live
 /// overlay is refused before mounting, naming that mount, whichever strategy mounted the live overlay and whichever
-/// composes the new one. Once the live overlay is gone, the same overlay mounts.
+/// composes the new one, whether the live overlays are found through `listmount`/`statmount` or `mountinfo`, and for
+/// an upper whose name holds a comma and a space (escaped in the kernel's option text). Once the live overlay is
+/// gone, the same overlay mounts.
 #[test]
 fn a_live_overlays_upper_or_work_is_refused_as_a_layer() {
     let all: Vec<Strategy> = [Strategy::DetachedFds, Strategy::AttachedFds, Strategy::Strings, Strategy::Legacy]
@@ -237,7 +239,7 @@ fn a_live_overlays_upper_or_work_is_refused_as_a_layer() {
     for live in all.clone() {
         let all = all.clone();
         privileged(&format!("a_live_overlays_upper_or_work_is_refused_as_a_layer/{live}"), move |scratch| {
-            for d in ["l1", "l2", "u/sub", "w", "u2", "w2", "other"] {
+            for d in ["l1", "l2", "u/sub", "w", "u2", "w2", "other", "u,1 x", "w3"] {
                 fs::create_dir_all(scratch.join(d)).unwrap();
             }
             let p = |d: &str| scratch.join(d);
@@ -250,24 +252,46 @@ fn a_live_overlays_upper_or_work_is_refused_as_a_layer() {
                 .staging_dir(scratch.join("stage"))
                 .mount_at(&mnt)
                 .unwrap();
-            let cases: [(&str, &dyn Fn() -> Overlay); 4] = [
-                ("lower is the live upper", &|| Overlay::new().lower(p("u")).lower(p("l1"))),
-                ("lower is the live work", &|| Overlay::new().lower(p("other")).lower(p("w"))),
-                ("lower inside the live upper", &|| Overlay::new().lower(p("u/sub")).lower(p("l1"))),
-                ("upper is the live upper", &|| Overlay::new().lower(p("l1")).upper(p("u"), p("w2"))),
+            let odd = Overlay::new()
+                .lower(p("l1"))
+                .upper(p("u,1 x"), p("w3"))
+                .strategy(live)
+                .staging_dir(scratch.join("stage"))
+                .mount_at(p("odd"))
+                .unwrap();
+            let cases: [(&str, &dyn Fn() -> Overlay, &str); 5] = [
+                ("lower is the live upper", &|| Overlay::new().lower(p("u")).lower(p("l1")), "live"),
+                ("lower is the live work", &|| Overlay::new().lower(p("other")).lower(p("w")), "live"),
+                ("lower inside the live upper", &|| Overlay::new().lower(p("u/sub")).lower(p("l1")), "live"),
+                ("upper is the live upper", &|| Overlay::new().lower(p("l1")).upper(p("u"), p("w2")), "live"),
+                ("upper with a comma", &|| Overlay::new().lower(p("l2")).upper(p("u,1 x"), p("w2")), "odd"),
             ];
-            for (name, make) in cases {
+            let listed = layermount::Features::get().clone();
+            let mut from_mountinfo = listed.clone();
+            from_mountinfo.statmount_options = false;
+            for (name, make, at) in cases {
                 for s in all.iter().copied() {
-                    let err = make().strategy(s).staging_dir(scratch.join("stage")).mount().map(drop).unwrap_err();
-                    assert_eq!(
-                        err.kind(),
-                        ErrorKind::InvalidOverlay(OverlayProblem::InUse),
-                        "{live}/{s} {name}: {err}"
-                    );
-                    let text = err.to_string();
-                    assert!(text.contains(&mnt.display().to_string()), "{live}/{s} {name}: names the mount: {text}");
+                    for f in [&listed, &from_mountinfo] {
+                        let how = if f.statmount_options { "statmount" } else { "mountinfo" };
+                        let o = make().features(f.clone()).strategy(s).staging_dir(scratch.join("stage"));
+                        let err = match o.mount() {
+                            Ok(_) => panic!("{live}/{s}/{how} {name}: mounted"),
+                            Err(e) => e,
+                        };
+                        assert_eq!(
+                            err.kind(),
+                            ErrorKind::InvalidOverlay(OverlayProblem::InUse),
+                            "{live}/{s}/{how} {name}: {err}"
+                        );
+                        let text = err.to_string();
+                        assert!(
+                            text.contains(&p(at).display().to_string()),
+                            "{live}/{s}/{how} {name}: names it: {text}"
+                        );
+                    }
                 }
             }
+            odd.unmount().unwrap();
             guard.unmount().unwrap();
             let o = Overlay::new().lower(p("u")).lower(p("w")).staging_dir(scratch.join("stage"));
             o.mount_at(p("after")).unwrap().unmount().unwrap();

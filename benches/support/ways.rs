@@ -16,7 +16,7 @@ use std::fs;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use layermount::{DetachedTree, IdMap, Overlay, StackCache, Strategy, UserNamespace};
+use layermount::{DetachedTree, IdMap, ImageStack, Overlay, StackCache, Strategy, UserNamespace};
 use rustix::fs::{CWD, Mode, OFlags};
 use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, UnmountFlags};
 
@@ -97,6 +97,14 @@ pub fn miss(s: &Setup, map: &IdMap) {
     stacked(&cache, s, map);
 }
 
+/// The floor of a container compose on a stack: the syscalls of [`raw`] after the layers, with the stack's root as
+/// the one lower (the stack built once, as on a cache hit).
+pub fn raw_on(stack: &ImageStack, s: &Setup) {
+    let ov = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).unwrap();
+    rustix::mount::fsconfig_set_fd(&ov, "lowerdir+", stack).unwrap();
+    raw_finish(ov, s);
+}
+
 pub fn raw(s: &Setup, map: &IdMap) {
     let ns = UserNamespace::cached(map, map).unwrap();
     let mut clone = DetachedTree::clone_path(&s.store, false).unwrap();
@@ -114,6 +122,11 @@ pub fn raw(s: &Setup, map: &IdMap) {
     for fd in &fds {
         rustix::mount::fsconfig_set_fd(&ov, "lowerdir+", fd).unwrap();
     }
+    raw_finish(ov, s);
+}
+
+/// Upper and work, create, mount, attach and detach: the end every raw way shares.
+fn raw_finish(ov: OwnedFd, s: &Setup) {
     let u = rustix::fs::open(&s.upper, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
     let w = rustix::fs::open(&s.work, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
     rustix::mount::fsconfig_set_fd(&ov, "upperdir", &u).unwrap();

@@ -7,7 +7,9 @@ use std::path::{Component, Path, PathBuf};
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, StatxFlags};
 use rustix::io::Errno;
 
+use super::live::LiveDirs;
 use crate::error::{Error, ErrorKind, OverlayProblem, Result};
+use crate::features::Features;
 
 /// The kernel's limit on lower plus data-only layers (`OVL_MAX_STACK`).
 ///
@@ -30,7 +32,7 @@ pub(crate) enum Role {
 }
 
 impl Role {
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Role::Lower => "lower layer",
             Role::Data => "data-only layer",
@@ -59,7 +61,7 @@ pub(crate) struct Resolved {
     pub mount_id: u64,
 }
 
-fn overlay_error(problem: OverlayProblem, path: &Path) -> Error {
+pub(super) fn overlay_error(problem: OverlayProblem, path: &Path) -> Error {
     Error::new(ErrorKind::InvalidOverlay(problem), "compose overlay").with_path(path)
 }
 
@@ -233,11 +235,11 @@ pub(crate) fn open_error(role: Role, path: &Path, e: Errno) -> Error {
 
 /// The checks the kernel would make, made first so the caller gets a precise error and nothing is mounted.
 pub(crate) fn validate(all: &[Resolved]) -> Result<()> {
-    validate_with(all, true)
+    validate_with(all, Some(Features::get()))
 }
 
-/// [`validate`], with the check against live overlays (a read of the mount table) only when `in_use`.
-pub(crate) fn validate_with(all: &[Resolved], in_use: bool) -> Result<()> {
+/// [`validate`], with the check against live overlays (found as these features allow) only when `in_use` is given.
+pub(crate) fn validate_with(all: &[Resolved], in_use: Option<&Features>) -> Result<()> {
     let mut seen: HashMap<((u32, u32), u64), &Resolved> = HashMap::with_capacity(all.len());
     for r in all {
         if let Some(first) = seen.insert((r.dev, r.ino), r) {
@@ -273,7 +275,10 @@ pub(crate) fn validate_with(all: &[Resolved], in_use: bool) -> Result<()> {
             }
         }
     }
-    if in_use { not_in_use(all) } else { Ok(()) }
+    match in_use {
+        Some(features) => not_in_use(all, features),
+        None => Ok(()),
+    }
 }
 
 /// Refuse a directory that is, or lies inside, the upper or work directory of a live overlay of this mount
@@ -281,85 +286,12 @@ pub(crate) fn validate_with(all: &[Resolved], in_use: bool) -> Result<()> {
 /// warning in its log. The live overlays' directories are read from the mount table's `upperdir=`/`workdir=`
 /// options and identified by `statx`, whatever strategy mounted them; a path the table shows that no longer leads
 /// to the directory (an upper idmapped through a temporary or detached mount) cannot be checked.
-fn not_in_use(all: &[Resolved]) -> Result<()> {
-    let Some(live) = LiveDirs::read() else { return Ok(()) };
+fn not_in_use(all: &[Resolved], features: &Features) -> Result<()> {
+    let Some(live) = LiveDirs::read(features) else { return Ok(()) };
     for r in all {
         live.check(r.role, &r.given, (r.dev, r.ino), r.path.as_deref(), || r.real_path())?;
     }
     Ok(())
-}
-
-/// The calling thread's `mountinfo`, read with a buffer large enough for most tables at once.
-fn read_mountinfo() -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut f = std::fs::File::open("/proc/thread-self/mountinfo")?;
-    let mut text = Vec::with_capacity(64 * 1024);
-    f.read_to_end(&mut text)?;
-    Ok(text)
-}
-
-/// A live overlay's upper or work directory: (index into the live overlays, key, directory, dev, ino).
-type LiveDir = (usize, &'static str, PathBuf, (u32, u32), u64);
-
-/// The upper and work directories of the live overlays of this mount namespace, identified by `statx`.
-pub(crate) struct LiveDirs {
-    overlays: Vec<crate::mountinfo::MountInfo>,
-    dirs: Vec<LiveDir>,
-}
-
-impl LiveDirs {
-    /// `None` when there is no live overlay directory to compare with (or no mount table to read). On every
-    /// compose, so the table is read in one or two `read`s and only overlay lines are parsed.
-    pub(crate) fn read() -> Option<LiveDirs> {
-        let text = read_mountinfo().ok()?;
-        let mut overlays = Vec::new();
-        let mut dirs = Vec::new();
-        for line in text.split(|&b| b == b'\n').filter(|l| l.windows(11).any(|w| w == b" - overlay ")) {
-            let Ok(m) = crate::mountinfo::MountInfo::parse_line(line) else { continue };
-            for key in ["upperdir", "workdir"] {
-                let Some(dir) = m.super_option(key).map(Path::new).filter(|p| p.is_absolute()) else { continue };
-                let Ok(st) = rustix::fs::statx(CWD, dir, AtFlags::empty(), STATX_WANT) else { continue };
-                dirs.push((overlays.len(), key, dir.to_path_buf(), (st.stx_dev_major, st.stx_dev_minor), st.stx_ino));
-            }
-            overlays.push(m);
-        }
-        (!dirs.is_empty()).then_some(LiveDirs { overlays, dirs })
-    }
-
-    /// Refuse the directory `(dev, ino)` at `path` (its text; `real` tells where it really leads) if it is, or lies
-    /// inside, a live overlay's upper or work directory.
-    pub(crate) fn check(
-        &self,
-        role: Role,
-        given: &Path,
-        id: ((u32, u32), u64),
-        path: Option<&Path>,
-        real: impl Fn() -> Option<PathBuf>,
-    ) -> Result<()> {
-        for (i, key, dir, dev, ino) in &self.dirs {
-            let same = id == (*dev, *ino);
-            // Inside: the path's text says so, and where it really leads confirms it (a symlink could lead out).
-            let inside = !same
-                && path.is_none_or(|p| p.starts_with(dir))
-                && match (real(), std::fs::canonicalize(dir)) {
-                    (Some(real), Ok(dir)) => real.starts_with(dir),
-                    _ => false,
-                };
-            if same || inside {
-                let m = &self.overlays[*i];
-                return Err(overlay_error(OverlayProblem::InUse, given).with_detail(format!(
-                    "{} {} is {} the {key} of the overlay mounted at {} (mount id {}); the kernel would mount it with \
-                     only a warning, and files seen through both mounts would be undefined",
-                    role.name(),
-                    given.display(),
-                    if same { "already" } else { "inside" },
-                    m.mount_point.display(),
-                    m.mount_id
-                )));
-            }
-        }
-        Ok(())
-    }
 }
 
 /// A set of directories on one mount, and the deepest directory holding all of them: the one place to clone (and

@@ -63,6 +63,7 @@
 
 mod describe;
 mod layers;
+mod live;
 mod staging;
 mod upper;
 
@@ -488,11 +489,11 @@ impl Overlay {
     /// # Ok::<(), layermount::Error>(())
     /// ```
     pub fn chosen_strategy(&self) -> Result<Strategy> {
-        self.strategy_for(&self.the_features())
+        self.strategy_for(self.the_features())
     }
 
-    fn the_features(&self) -> Features {
-        self.features.clone().unwrap_or_else(|| Features::get().clone())
+    fn the_features(&self) -> &Features {
+        self.features.as_ref().unwrap_or_else(|| Features::get())
     }
 
     fn strategy_for(&self, features: &Features) -> Result<Strategy> {
@@ -538,7 +539,7 @@ impl Overlay {
     /// # Ok::<(), layermount::Error>(())
     /// ```
     pub fn mount(mut self) -> Result<DetachedTree> {
-        let features = self.the_features();
+        let features = self.the_features().clone();
         let strategy = self.strategy_for(&features)?;
         for o in &self.options {
             let (k, _) = o.key_value();
@@ -602,7 +603,7 @@ impl Overlay {
     /// fallback strategies start from.
     fn resolve_checked(&self) -> Result<Vec<Resolved>> {
         let resolved = self.resolve()?;
-        layers::validate_with(&resolved, !self.skip_in_use)?;
+        layers::validate_with(&resolved, (!self.skip_in_use).then_some(self.the_features()))?;
         if self.refuse_stacking {
             for r in resolved.iter().filter(|r| r.role.is_layer()) {
                 layers::refuse_stacking_fs(r.open(OFlags::PATH)?.as_fd(), &r.given)?;
@@ -853,7 +854,7 @@ impl Overlay {
             }
         }
         // Only when some overlay is live is anything identified (one statx per directory).
-        let live = if self.skip_in_use { None } else { layers::LiveDirs::read() };
+        let live = if self.skip_in_use { None } else { live::LiveDirs::read(self.the_features()) };
         if let Some(live) = live {
             for (i, (role, source)) in sources.iter().enumerate() {
                 let (given, text) = match source {

@@ -1,0 +1,248 @@
+//! The live overlays of the calling thread's mount namespace, and the upper and work directories they hold: a new
+//! overlay must not take one of those (the kernel marks them "in use" and, without `index=on`, mounts a second
+//! overlay over them with only a warning in its log).
+//!
+//! This is read on every compose, so it is made cheap where the kernel allows: from Linux 6.11 (`listmount(2)` and
+//! `statmount(2)` with the filesystem's options) the namespace's mounts are listed by their never-reused ids and
+//! each id is looked at once in the process's life (is it an overlay; if so, which upper and work): a compose then
+//! costs one `listmount` however many mounts there are. Before, the whole `mountinfo` is read and its overlay lines
+//! parsed each time.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rustix::fs::{AtFlags, CWD, StatxFlags};
+
+use super::layers::{Role, overlay_error};
+use crate::error::{OverlayProblem, Result};
+use crate::features::Features;
+use crate::mountinfo::{
+    self, OVERLAYFS_SUPER_MAGIC, STATMOUNT_MNT_BASIC, STATMOUNT_MNT_OPTS, STATMOUNT_MNT_POINT, STATMOUNT_SB_BASIC,
+};
+
+/// One live overlay: its `mountinfo` id, where it is mounted, and its upper and work directories as
+/// `(key, path, device, inode)`.
+#[derive(Debug)]
+pub(crate) struct LiveOverlay {
+    mount_id: u64,
+    mount_point: PathBuf,
+    dirs: Vec<(&'static str, PathBuf, (u32, u32), u64)>,
+}
+
+impl LiveOverlay {
+    /// The overlay with these options, if it has an upper or work directory that can be identified.
+    fn new(mount_id: u64, mount_point: PathBuf, option: impl Fn(&str) -> Option<PathBuf>) -> Option<Arc<Self>> {
+        const WANT: StatxFlags = StatxFlags::TYPE.union(StatxFlags::INO);
+        let dirs: Vec<_> = ["upperdir", "workdir"]
+            .into_iter()
+            .filter_map(|key| {
+                let shown = option(key).filter(|p| p.is_absolute())?;
+                // An overlay mounted with `mount(2)` keeps its own backslash escapes (`\,` for a comma) in the
+                // path it shows; the directory is then found under the name without them.
+                let (dir, st) = [Some(shown.clone()), unescape_overlay(&shown)]
+                    .into_iter()
+                    .flatten()
+                    .find_map(|d| rustix::fs::statx(CWD, &d, AtFlags::empty(), WANT).ok().map(|st| (d, st)))?;
+                Some((key, dir, (st.stx_dev_major, st.stx_dev_minor), st.stx_ino))
+            })
+            .collect();
+        (!dirs.is_empty()).then(|| Arc::new(Self { mount_id, mount_point, dirs }))
+    }
+}
+
+/// `path` without overlay's backslash escapes (`\x` is `x`), if it has any.
+fn unescape_overlay(path: &Path) -> Option<PathBuf> {
+    let bytes = path.as_os_str().as_bytes();
+    if !bytes.contains(&b'\\') {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut it = bytes.iter();
+    while let Some(&b) = it.next() {
+        out.push(if b == b'\\' { it.next().copied().unwrap_or(b) } else { b });
+    }
+    Some(PathBuf::from(OsString::from_vec(out)))
+}
+
+/// The upper and work directories of the live overlays of this mount namespace, identified by `statx`.
+pub(crate) struct LiveDirs {
+    overlays: Vec<Arc<LiveOverlay>>,
+}
+
+/// What `listmount` showed last, and what each mount id seen is (`None`: not an overlay with an upper). Mount ids
+/// from `listmount` are never reused, so what is known of one stays true while the mount lives.
+struct Known {
+    ids: Vec<u64>,
+    mounts: HashMap<u64, Option<Arc<LiveOverlay>>>,
+}
+
+static KNOWN: Mutex<Option<Known>> = Mutex::new(None);
+
+impl LiveDirs {
+    /// `None` when there is no live overlay directory to compare with (or no mount table to read).
+    pub(crate) fn read(features: &Features) -> Option<LiveDirs> {
+        if features.statmount_options {
+            if let Some(listed) = Self::listed() {
+                return listed;
+            }
+        }
+        Self::from_mountinfo()
+    }
+
+    /// Through `listmount`/`statmount`; `None` when the kernel (or a seccomp filter) refuses them, or does not show
+    /// an overlay's options, so that the caller reads `mountinfo` instead.
+    fn listed() -> Option<Option<LiveDirs>> {
+        let mut known = KNOWN.lock().unwrap_or_else(PoisonError::into_inner);
+        let Known { ids, mounts } = known.get_or_insert_with(|| Known { ids: Vec::new(), mounts: HashMap::new() });
+        mountinfo::list_mounts(ids).ok()?;
+        let mut overlays = Vec::new();
+        for id in ids.iter() {
+            let overlay = match mounts.get(id) {
+                Some(o) => o.clone(),
+                None => {
+                    let o = Self::look_at(*id)?;
+                    mounts.insert(*id, o.clone());
+                    o
+                }
+            };
+            overlays.extend(overlay);
+        }
+        // Forget unmounted ones (and those of other namespaces) once they outnumber the live ones.
+        if mounts.len() > 2 * ids.len() + 64 {
+            mounts.retain(|id, _| ids.binary_search(id).is_ok());
+        }
+        Some((!overlays.is_empty()).then_some(LiveDirs { overlays }))
+    }
+
+    /// The mount `id`: `Some(None)` when it is not an overlay with an upper (or is gone), `None` when its options
+    /// cannot be had from `statmount`.
+    fn look_at(id: u64) -> Option<Option<Arc<LiveOverlay>>> {
+        #[cfg(test)]
+        LOOKS.with(|l| l.set(l.get() + 1));
+        let Ok(basic) = mountinfo::statmount(id, STATMOUNT_SB_BASIC) else { return Some(None) };
+        if basic.sb_magic != OVERLAYFS_SUPER_MAGIC {
+            return Some(None);
+        }
+        let Ok(full) = mountinfo::statmount(id, STATMOUNT_MNT_BASIC | STATMOUNT_MNT_POINT | STATMOUNT_MNT_OPTS) else {
+            return Some(None);
+        };
+        let opts = full.opts?;
+        let point = full.mnt_point.map(|p| PathBuf::from(OsString::from_vec(p)));
+        Some(LiveOverlay::new(u64::from(full.mnt_id_old), point.unwrap_or_default(), |key| {
+            mountinfo::option_value(&opts, key)
+        }))
+    }
+
+    /// Through `/proc/thread-self/mountinfo`, read at once; only overlay lines are parsed.
+    fn from_mountinfo() -> Option<LiveDirs> {
+        use std::io::Read;
+        let mut text = Vec::with_capacity(64 * 1024);
+        std::fs::File::open("/proc/thread-self/mountinfo").ok()?.read_to_end(&mut text).ok()?;
+        let overlays: Vec<_> = text
+            .split(|&b| b == b'\n')
+            .filter(|l| l.windows(11).any(|w| w == b" - overlay "))
+            .filter_map(|line| {
+                let m = crate::mountinfo::MountInfo::parse_line(line).ok()?;
+                // The super options as the kernel wrote them (escapes not yet decoded): split at its commas.
+                let after = line.windows(3).position(|w| w == b" - ")? + 3;
+                let opts = line[after..].splitn(3, |&b| b == b' ').nth(2)?;
+                LiveOverlay::new(m.mount_id, m.mount_point, |key| mountinfo::option_value(opts, key))
+            })
+            .collect();
+        (!overlays.is_empty()).then_some(LiveDirs { overlays })
+    }
+
+    /// Refuse the directory `(dev, ino)` at `path` (its text; `real` tells where it really leads) if it is, or lies
+    /// inside, a live overlay's upper or work directory.
+    pub(crate) fn check(
+        &self,
+        role: Role,
+        given: &Path,
+        id: ((u32, u32), u64),
+        path: Option<&Path>,
+        real: impl Fn() -> Option<PathBuf>,
+    ) -> Result<()> {
+        for m in &self.overlays {
+            for (key, dir, dev, ino) in &m.dirs {
+                let same = id == (*dev, *ino);
+                // Inside: the path's text says so, and where it really leads confirms it (a symlink could lead out).
+                let inside = !same
+                    && path.is_none_or(|p| p.starts_with(dir))
+                    && match (real(), std::fs::canonicalize(dir)) {
+                        (Some(real), Ok(dir)) => real.starts_with(dir),
+                        _ => false,
+                    };
+                if same || inside {
+                    return Err(overlay_error(OverlayProblem::InUse, given).with_detail(format!(
+                        "{} {} is {} the {key} of the overlay mounted at {} (mount id {}); the kernel would mount it \
+                         with only a warning, and files seen through both mounts would be undefined",
+                        role.name(),
+                        given.display(),
+                        if same { "already" } else { "inside" },
+                        m.mount_point.display(),
+                        m.mount_id
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many mount ids this thread looked at with `statmount` (tests count them).
+    static LOOKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_common as common;
+
+    fn looks() -> u64 {
+        LOOKS.with(|l| l.get())
+    }
+
+    /// Through `listmount`/`statmount` (no `mountinfo` fallback): a new overlay is found with its upper and work
+    /// identified, each mount id is looked at once (a second read makes no `statmount`), and an unmounted overlay is
+    /// no longer reported.
+    #[test]
+    fn live_overlays_are_listed_and_each_mount_looked_at_once() {
+        if !Features::get().statmount_options {
+            common::skip("live_overlays_are_listed_and_each_mount_looked_at_once", "statmount_options");
+            return;
+        }
+        common::privileged("live_overlays_are_listed_and_each_mount_looked_at_once", |scratch| {
+            for d in ["l", "u", "w", "m"] {
+                std::fs::create_dir(scratch.join(d)).unwrap();
+            }
+            let ours = |live: &Option<LiveDirs>| {
+                live.iter().flat_map(|l| &l.overlays).find(|o| o.mount_point == scratch.join("m")).cloned()
+            };
+            let before = LiveDirs::listed().expect("listmount works here");
+            assert!(ours(&before).is_none());
+            let guard = crate::Overlay::new()
+                .lower(scratch.join("l"))
+                .upper(scratch.join("u"), scratch.join("w"))
+                .mount_at(scratch.join("m"))
+                .unwrap();
+            let looked = looks();
+            let live = LiveDirs::listed().expect("listmount works here");
+            assert_eq!(looks() - looked, 1, "only the new mount is looked at");
+            let o = ours(&live).expect("the new overlay is listed");
+            let keys: Vec<_> = o.dirs.iter().map(|(k, d, _, _)| (*k, d.clone())).collect();
+            assert_eq!(keys, [("upperdir", scratch.join("u")), ("workdir", scratch.join("w"))]);
+            let st = std::fs::metadata(scratch.join("u")).unwrap();
+            assert_eq!(o.dirs[0].3, std::os::unix::fs::MetadataExt::ino(&st));
+            let looked = looks();
+            assert!(ours(&LiveDirs::listed().unwrap()).is_some());
+            assert_eq!(looks(), looked, "known mounts are not looked at again");
+            guard.unmount().unwrap();
+            assert!(ours(&LiveDirs::listed().unwrap()).is_none(), "an unmounted overlay is gone");
+        });
+    }
+}
