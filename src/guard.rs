@@ -8,7 +8,7 @@ use rustix::fs::{AtFlags, CWD, StatxAttributes, StatxFlags};
 use rustix::mount::UnmountFlags;
 
 use crate::error::{Context, Error, ErrorKind, Result};
-use crate::mountinfo::{MountIdentity, MountTable, mount_identity};
+use crate::mountinfo::{MountIdentity, MountTable, mount_id_unique, mount_identity};
 
 /// An attached mount that this guard owns. Dropping the guard detach-unmounts it (`umount2(MNT_DETACH |
 /// UMOUNT_NOFOLLOW)`, which succeeds even while files inside are open: the mount leaves the tree at once and is
@@ -169,7 +169,16 @@ impl MountGuard {
     fn do_unmount(&self) -> Result<()> {
         const OP: &str = "unmount";
         if let Some(expected) = &self.identity {
-            let now = mount_identity(CWD, &self.target).op_path(OP, &self.target)?;
+            // One `statx` where the never-reused id decides; the whole identity only to explain a mismatch.
+            let unique = match expected.unique {
+                Some(_) => mount_id_unique(CWD, &self.target).op_path(OP, &self.target)?,
+                None => None,
+            };
+            let same = unique.is_some() && unique == expected.unique;
+            let now = match same {
+                true => *expected,
+                false => mount_identity(CWD, &self.target).op_path(OP, &self.target)?,
+            };
             if !expected.same_mount(&now) {
                 return Err(Error::new(ErrorKind::Race, OP).with_path(&self.target).with_detail(format!(
                     "the mount here ({}) is not the one this guard attached ({})",

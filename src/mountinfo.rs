@@ -206,6 +206,18 @@ pub(crate) struct MountIdentity {
     pub device: (u32, u32),
 }
 
+/// The never-reused id of the mount `name` (under `dirfd`; empty: `dirfd` itself) is on, where the kernel has one
+/// (Linux 6.8); symlinks are not followed.
+pub(crate) fn mount_id_unique(dirfd: impl std::os::fd::AsFd, name: &Path) -> rustix::io::Result<Option<u64>> {
+    let flags = if name.as_os_str().is_empty() {
+        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW
+    } else {
+        AtFlags::SYMLINK_NOFOLLOW
+    };
+    let st = rustix::fs::statx(dirfd, name, flags, StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE))?;
+    Ok((st.stx_mask & STATX_MNT_ID_UNIQUE != 0).then_some(st.stx_mnt_id))
+}
+
 /// The identity of the mount `name` (under `dirfd`; empty: `dirfd` itself) is on; symlinks are not followed.
 pub(crate) fn mount_identity(dirfd: impl std::os::fd::AsFd, name: &Path) -> rustix::io::Result<MountIdentity> {
     let flags = if name.as_os_str().is_empty() {

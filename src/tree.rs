@@ -493,15 +493,18 @@ impl DetachedTree {
     /// [`attach`](Self::attach), creating a missing `target` only if `create` (otherwise `move_mount` says ENOENT,
     /// as mount(8) does).
     pub(crate) fn attach_at(self, target: &Path, create: bool) -> Result<MountGuard> {
-        let created = match create {
-            false => false,
-            true => match rustix::fs::mkdir(target, Mode::RWXU) {
-                Ok(()) => true,
-                Err(Errno::EXIST) => false,
+        let move_to = || rustix::mount::move_mount(&self.fd, "", CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH);
+        // The mount point usually exists: it is made only when the move says it is missing.
+        let mut created = false;
+        let mut moved = move_to();
+        if create && moved == Err(Errno::NOENT) {
+            match rustix::fs::mkdir(target, Mode::RWXU) {
+                Ok(()) => created = true,
+                Err(Errno::EXIST) => {}
                 Err(e) => return Err(Error::os("attach: create mount point", e).with_path(target)),
-            },
-        };
-        let moved = rustix::mount::move_mount(&self.fd, "", CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH);
+            }
+            moved = move_to();
+        }
         if let Err(e) = moved {
             if created {
                 let _ = rustix::fs::rmdir(target);

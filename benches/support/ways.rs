@@ -4,7 +4,10 @@
 //! * [`flat`]: `Overlay` with every layer as a lower (the `fd` strategy on 6.15), user namespace from the cache.
 //! * [`stacked`]: `StackCache::compose` on a cache that already holds the image's stack (a hit): the container
 //!   overlay has ONE lower, the stack.
-//! * [`miss`]: the same on an empty cache: the stack is built, used once, and dropped with the cache.
+//! * [`miss`]: the same on an empty cache: the stack is built for this container and stays in the cache for the
+//!   image's next ones; [`evict`] is that stack's own teardown (no container waits for it), measured apart.
+//! * [`raw_on`]: the floor of a container compose on a stack: [`raw`]'s syscalls after the layers, with a stack
+//!   built once as the one lower.
 //! * [`raw`]: the fast path's syscalls written out by hand (open_tree + mount_setattr + openat + fsopen/fsconfig/
 //!   fsmount/move_mount + umount2) with the same cached user namespace: the floor of a flat compose.
 //! * [`containerd`]: a new user namespace per mount, attached temporary idmapped mounts (one per layer: containerd
@@ -92,9 +95,18 @@ pub fn stacked(cache: &StackCache, s: &Setup, map: &IdMap) {
     stacked_at(cache, s, map, (&s.upper, &s.work, &s.target));
 }
 
-pub fn miss(s: &Setup, map: &IdMap) {
+/// A container composed (and torn down) on an empty cache: the stack is built for it. The cache, holding the stack
+/// for the image's next containers, is returned so that its eviction (the stack's own teardown, which no container
+/// waits for) is not counted in the container's compose; [`evict`] measures that by itself.
+pub fn miss(s: &Setup, map: &IdMap) -> StackCache {
     let cache = StackCache::default();
     stacked(&cache, s, map);
+    cache
+}
+
+/// Evicting an idle stack: what dropping the cache [`miss`] returned costs.
+pub fn evict(cache: StackCache) {
+    assert_eq!(cache.clear(), 1, "one idle stack");
 }
 
 /// The floor of a container compose on a stack: the syscalls of [`raw`] after the layers, with the stack's root as
@@ -164,20 +176,31 @@ pub fn containerd(s: &Setup, map: &IdMap, per_layer: bool) {
         mounted.push(at);
         s.layers.iter().map(|l| format!("s/{}", name(l))).collect()
     };
-    let data = format!("lowerdir={},upperdir={},workdir={}", lowerdir.join(":"), s.upper.display(), s.work.display());
-    assert!(data.len() < 4096, "{} bytes", data.len());
-    // containerd chdirs (in a forked helper) so the lowerdir names can be relative; this thread has its own cwd.
-    let cwd = std::env::current_dir().unwrap();
-    std::env::set_current_dir(&tmp).unwrap();
-    let mounted_ok = rustix::mount::mount(
-        "overlay",
-        &s.target,
-        "overlay",
-        rustix::mount::MountFlags::empty(),
-        &*std::ffi::CString::new(data).unwrap(),
-    );
-    std::env::set_current_dir(cwd).unwrap();
-    mounted_ok.unwrap();
+    let options = |lower: &[String]| {
+        format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), s.upper.display(), s.work.display())
+    };
+    let absolute: Vec<String> = lowerdir.iter().map(|l| format!("{}/{l}", tmp.display())).collect();
+    let mount = |data: String| {
+        let data = std::ffi::CString::new(data).unwrap();
+        rustix::mount::mount("overlay", &s.target, "overlay", rustix::mount::MountFlags::empty(), &*data).unwrap();
+    };
+    // containerd's mountAt: options of a page less 512 bytes or more are compacted to names relative to the layers'
+    // common directory, and mounted from a new OS thread that unshares CLONE_FS and chdirs there.
+    if options(&absolute).len() < 4096 - 512 {
+        mount(options(&absolute));
+    } else {
+        let data = options(&lowerdir);
+        assert!(data.len() < 4096, "{} bytes", data.len());
+        std::thread::scope(|t| {
+            t.spawn(|| {
+                // SAFETY: this thread was made for the mount and shares its fs_struct with no one after the call.
+                #[allow(unsafe_code)]
+                unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) }.unwrap();
+                rustix::process::chdir(&tmp).unwrap();
+                mount(data);
+            });
+        });
+    }
     rustix::mount::unmount(&s.target, UnmountFlags::DETACH).unwrap();
     for at in mounted {
         rustix::mount::unmount(&at, UnmountFlags::DETACH).unwrap();
