@@ -92,47 +92,65 @@ struct Key {
 impl Key {
     fn new<P: AsRef<Path>>(layers: &[P], idmap: Option<&UserNamespace>) -> Self {
         let mut bytes = Vec::with_capacity(layers.iter().map(|p| p.as_ref().as_os_str().len() + 1).sum());
+        let mut absolute = true;
         for p in layers {
-            let p = p.as_ref();
-            if plain_absolute(p) {
-                bytes.extend_from_slice(p.as_os_str().as_bytes());
-            } else {
-                bytes.extend_from_slice(lexical_or_given(p).as_os_str().as_bytes());
-            }
+            let b = p.as_ref().as_os_str().as_bytes();
+            absolute &= b.first() == Some(&b'/');
+            bytes.extend_from_slice(b);
             bytes.push(0);
+        }
+        // One search over all the paths for a `..` (a per-path check was a measurable part of a hit at hundreds of
+        // layers); only when one may hold a `..` component, or is relative, is each path looked at.
+        let maybe_dotdot = std::str::from_utf8(&bytes).map_or(true, |s| s.contains("/.."));
+        if !absolute || maybe_dotdot {
+            bytes.clear();
+            for p in layers {
+                let p = p.as_ref();
+                match plain_absolute(p) {
+                    true => bytes.extend_from_slice(p.as_os_str().as_bytes()),
+                    false => bytes.extend_from_slice(lexical_or_given(p).as_os_str().as_bytes()),
+                }
+                bytes.push(0);
+            }
         }
         Key { layers: bytes, maps: idmap.map(|ns| (ns.uid_map().clone(), ns.gid_map().clone())) }
     }
 }
 
-/// A word-at-a-time hash for [`Key`]s: they hold every layer's path (kilobytes at hundreds of layers) and are
-/// hashed on every request, where SipHash's byte-wise rounds were a measurable part of a hit. Keys come from the
-/// caller's own layer store, and a hit compares the whole key anyway.
+/// A hash for [`Key`]s, four words at a time in four independent lanes: keys hold every layer's path (kilobytes at
+/// hundreds of layers) and are hashed on every request, where SipHash's byte-wise rounds (and then a one-lane hash)
+/// were a measurable part of a hit. Keys come from the caller's own layer store, and a hit compares the whole key.
 #[derive(Default)]
-struct KeyHasher(u64);
+struct KeyHasher([u64; 4]);
 
 impl std::hash::Hasher for KeyHasher {
     fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
+        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+        let mut blocks = bytes.chunks_exact(32);
+        for b in &mut blocks {
+            for (lane, w) in self.0.iter_mut().zip(b.chunks_exact(8)) {
+                *lane = mix(*lane, word(w));
+            }
+        }
+        let mut words = blocks.remainder().chunks_exact(8);
         for w in &mut words {
-            self.add(u64::from_le_bytes(w.try_into().expect("8 bytes")));
+            self.0[0] = mix(self.0[0], word(w));
         }
         let rest = words.remainder();
         let mut last = [0u8; 8];
         last[..rest.len()].copy_from_slice(rest);
-        self.add(u64::from_le_bytes(last) ^ (rest.len() as u64) << 56);
+        self.0[1] = mix(self.0[1], u64::from_le_bytes(last) ^ (bytes.len() as u64) << 56);
     }
 
     fn finish(&self) -> u64 {
-        // Spread the last word's bits over the whole hash (the table uses the low and the high bits).
-        (self.0 ^ (self.0 >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9)
+        let h = self.0.iter().fold(0u64, |h, &lane| mix(h, lane));
+        // Spread the bits over the whole hash (the table uses the low and the high bits).
+        (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9)
     }
 }
 
-impl KeyHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
+fn mix(lane: u64, word: u64) -> u64 {
+    (lane.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95)
 }
 
 type Entries = HashMap<Key, Entry, std::hash::BuildHasherDefault<KeyHasher>>;
@@ -365,5 +383,52 @@ impl StackCache {
         }
         self.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
         evicted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    fn hash(k: &Key) -> u64 {
+        std::hash::BuildHasherDefault::<KeyHasher>::default().hash_one(k)
+    }
+
+    /// Spellings of the same layers make one key (and one hash): a `..` is resolved (on disk, as a symlink could
+    /// lead elsewhere) and a relative path made absolute; different layers, orders or lengths make different keys.
+    #[test]
+    fn keys_name_layers_not_spellings() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().canonicalize().unwrap();
+        for d in ["l1", "l2", "x"] {
+            std::fs::create_dir(t.join(d)).unwrap();
+        }
+        let plain = Key::new(&[t.join("l2"), t.join("l1")], None);
+        let same = Key::new(&[t.join("x/../l2"), t.join("l1")], None);
+        assert_eq!(same, plain);
+        assert_eq!(hash(&same), hash(&plain));
+        let cwd = std::env::current_dir().unwrap();
+        let relative = Key::new(&["l2", "./l1"], None);
+        assert_eq!(relative, Key::new(&[cwd.join("l2"), cwd.join("l1")], None));
+        let plain = Key::new(&["/s/l2", "/s/l1"], None);
+        for other in [
+            Key::new(&["/s/l1", "/s/l2"], None),
+            Key::new(&["/s/l2"], None),
+            Key::new(&["/s/l2", "/s/l1", "/s/l0"], None),
+            Key::new(&["/s/l2", "/s/l1x"], None),
+            Key::new(&["/s/..l2", "/s/l1"], None),
+        ] {
+            assert_ne!(other, plain);
+            assert_ne!(hash(&other), hash(&plain));
+        }
+        // Long keys: one byte changed anywhere changes the hash.
+        let layers: Vec<String> = (0..500).map(|i| format!("/var/lib/layers/{i:04}/fs")).collect();
+        let long = hash(&Key::new(&layers, None));
+        for i in [0, 17, 250, 499] {
+            let mut changed = layers.clone();
+            changed[i].replace_range(16..17, "x");
+            assert_ne!(hash(&Key::new(&changed, None)), long, "layer {i}");
+        }
     }
 }
