@@ -213,7 +213,10 @@ mod tests {
     #[test]
     fn live_overlays_are_listed_and_each_mount_looked_at_once() {
         if !Features::get().statmount_options {
-            common::skip("live_overlays_are_listed_and_each_mount_looked_at_once", "statmount_options");
+            common::skip(
+                "live_overlays_are_listed_and_each_mount_looked_at_once",
+                "the kernel lacks statmount_options",
+            );
             return;
         }
         common::privileged("live_overlays_are_listed_and_each_mount_looked_at_once", |scratch| {
