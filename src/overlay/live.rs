@@ -72,12 +72,22 @@ pub(crate) struct LiveDirs {
     overlays: Vec<Arc<LiveOverlay>>,
 }
 
-/// What `listmount` showed last, and what each mount id seen is (`None`: not an overlay with an upper). Mount ids
-/// from `listmount` are never reused, so what is known of one stays true while the mount lives.
+/// What `listmount` showed last, and what each mount id seen is (`None`: not an overlay with an upper), with the
+/// read that last showed it. Mount ids from `listmount` are never reused, so what is known of one stays true while
+/// the mount lives.
 struct Known {
     ids: Vec<u64>,
-    mounts: HashMap<u64, Option<Arc<LiveOverlay>>>,
+    mounts: HashMap<u64, (u64, Option<Arc<LiveOverlay>>)>,
+    /// Reads so far.
+    reads: u64,
+    /// Forget what is not listed any more once `mounts` is this large.
+    prune_at: usize,
 }
+
+/// A mount not listed in this many reads is forgotten (at the next prune). Threads of the process in other mount
+/// namespaces see other mounts: those are kept while some thread still reads them, so that namespaces taking turns
+/// do not look at each other's mounts again and again.
+const KEEP_UNSEEN: u64 = 256;
 
 static KNOWN: Mutex<Option<Known>> = Mutex::new(None);
 
@@ -96,23 +106,29 @@ impl LiveDirs {
     /// an overlay's options, so that the caller reads `mountinfo` instead.
     fn listed() -> Option<Option<LiveDirs>> {
         let mut known = KNOWN.lock().unwrap_or_else(PoisonError::into_inner);
-        let Known { ids, mounts } = known.get_or_insert_with(|| Known { ids: Vec::new(), mounts: HashMap::new() });
+        let Known { ids, mounts, reads, prune_at } =
+            known.get_or_insert_with(|| Known { ids: Vec::new(), mounts: HashMap::new(), reads: 0, prune_at: 64 });
         mountinfo::list_mounts(ids).ok()?;
+        *reads += 1;
         let mut overlays = Vec::new();
         for id in ids.iter() {
-            let overlay = match mounts.get(id) {
-                Some(o) => o.clone(),
+            let overlay = match mounts.get_mut(id) {
+                Some((seen, o)) => {
+                    *seen = *reads;
+                    o.clone()
+                }
                 None => {
                     let o = Self::look_at(*id)?;
-                    mounts.insert(*id, o.clone());
+                    mounts.insert(*id, (*reads, o.clone()));
                     o
                 }
             };
             overlays.extend(overlay);
         }
-        // Forget unmounted ones (and those of other namespaces) once they outnumber the live ones.
-        if mounts.len() > 2 * ids.len() + 64 {
-            mounts.retain(|id, _| ids.binary_search(id).is_ok());
+        // Forget unmounted ones (and those of namespaces no thread reads any more) once they outnumber the rest.
+        if mounts.len() > *prune_at {
+            mounts.retain(|_, (seen, _)| *reads - *seen < KEEP_UNSEEN);
+            *prune_at = 2 * mounts.len() + 64;
         }
         Some((!overlays.is_empty()).then_some(LiveDirs { overlays }))
     }
@@ -246,6 +262,46 @@ mod tests {
             assert_eq!(looks(), looked, "known mounts are not looked at again");
             guard.unmount().unwrap();
             assert!(ours(&LiveDirs::listed().unwrap()).is_none(), "an unmounted overlay is gone");
+        });
+    }
+
+    /// Threads of one process in two mount namespaces of different sizes take turns: each namespace's mounts stay
+    /// known (the small one's reads do not forget the big one's mounts, which `listmount` does not show it).
+    #[test]
+    fn mounts_of_another_namespace_stay_known() {
+        if !Features::get().statmount_options {
+            common::skip("mounts_of_another_namespace_stay_known", "statmount_options");
+            return;
+        }
+        common::privileged("mounts_of_another_namespace_stay_known", |_| {
+            let (ask, asked) = std::sync::mpsc::channel::<()>();
+            let (tell, told) = std::sync::mpsc::channel::<()>();
+            // Shares this (small) namespace.
+            let small = std::thread::spawn(move || {
+                for () in asked {
+                    LiveDirs::listed().expect("listmount works here");
+                    tell.send(()).unwrap();
+                }
+            });
+            common::privileged("mounts_of_another_namespace_stay_known/big", move |scratch| {
+                let dirs: Vec<_> = (0..150).map(|i| scratch.join(format!("t{i}"))).collect();
+                for d in &dirs {
+                    std::fs::create_dir(d).unwrap();
+                    common::mount_tmpfs(d);
+                }
+                for round in 0..3 {
+                    LiveDirs::listed().expect("listmount works here");
+                    let looked = looks();
+                    ask.send(()).unwrap();
+                    told.recv().unwrap();
+                    LiveDirs::listed().expect("listmount works here");
+                    assert_eq!(looks(), looked, "round {round}: the big namespace's mounts were looked at again");
+                }
+                for d in dirs.iter().rev() {
+                    common::umount(d);
+                }
+            });
+            small.join().unwrap();
         });
     }
 }
