@@ -299,6 +299,37 @@ fn a_live_overlays_upper_or_work_is_refused_as_a_layer() {
     }
 }
 
+/// The in-use check after the live overlay's upper was away (renamed) when the check first saw that overlay: once
+/// the upper is back under its name, a lower that is that upper is refused, through `listmount`/`statmount` (which
+/// must not remember "nothing found" for that mount) as through `mountinfo`.
+#[test]
+fn a_live_upper_away_when_first_seen_is_refused_once_back() {
+    privileged("a_live_upper_away_when_first_seen_is_refused_once_back", |scratch| {
+        let p = |d: &str| scratch.join(d);
+        for d in ["l1", "l2", "u", "w", "u2", "w2"] {
+            fs::create_dir_all(p(d)).unwrap();
+        }
+        let listed = layermount::Features::get().clone();
+        let mut from_mountinfo = listed.clone();
+        from_mountinfo.statmount_options = false;
+        for f in [listed, from_mountinfo] {
+            let how = if f.statmount_options { "statmount" } else { "mountinfo" };
+            let live = Overlay::new().lower(p("l1")).upper(p("u"), p("w")).mount_at(p("live")).unwrap();
+            fs::rename(p("u"), p("u.away")).unwrap();
+            // Any compose looks at the live overlays: this is the first that sees `live`.
+            let other = Overlay::new().features(f.clone()).lower(p("l2")).upper(p("u2"), p("w2")).mount().unwrap();
+            drop(other);
+            fs::rename(p("u.away"), p("u")).unwrap();
+            let err = match Overlay::new().features(f.clone()).lower(p("u")).lower(p("l2")).mount() {
+                Ok(_) => panic!("{how}: the live upper was mounted as a lower"),
+                Err(e) => e,
+            };
+            assert_eq!(err.kind(), ErrorKind::InvalidOverlay(OverlayProblem::InUse), "{how}: {err}");
+            live.unmount().unwrap();
+        }
+    });
+}
+
 /// LTP `mount02` (mount(2) onto a missing mount point fails with ENOENT) and util-linux's `X-mount.mkdir[=mode]`
 /// (mount(8) `--mkdir`, default mode 0755, missing parents made too): a [`MountSpec`](layermount::MountSpec) onto a
 /// missing target is refused with ENOENT and creates nothing; with `X-mount.mkdir` the target is made.

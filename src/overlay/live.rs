@@ -33,23 +33,27 @@ pub(crate) struct LiveOverlay {
 }
 
 impl LiveOverlay {
-    /// The overlay with these options, if it has an upper or work directory that can be identified.
-    fn new(mount_id: u64, mount_point: PathBuf, option: impl Fn(&str) -> Option<PathBuf>) -> Option<Arc<Self>> {
+    /// The overlay with these options, if it has an upper or work directory that can be identified; and whether
+    /// every directory it shows was found (one that is not, say renamed away for now, may be found later).
+    fn new(mount_id: u64, mount_point: PathBuf, option: impl Fn(&str) -> Option<PathBuf>) -> (Option<Arc<Self>>, bool) {
         const WANT: StatxFlags = StatxFlags::TYPE.union(StatxFlags::INO);
+        let mut found_all = true;
         let dirs: Vec<_> = ["upperdir", "workdir"]
             .into_iter()
             .filter_map(|key| {
                 let shown = option(key).filter(|p| p.is_absolute())?;
                 // An overlay mounted with `mount(2)` keeps its own backslash escapes (`\,` for a comma) in the
                 // path it shows; the directory is then found under the name without them.
-                let (dir, st) = [Some(shown.clone()), unescape_overlay(&shown)]
+                let found = [Some(shown.clone()), unescape_overlay(&shown)]
                     .into_iter()
                     .flatten()
-                    .find_map(|d| rustix::fs::statx(CWD, &d, AtFlags::empty(), WANT).ok().map(|st| (d, st)))?;
+                    .find_map(|d| rustix::fs::statx(CWD, &d, AtFlags::empty(), WANT).ok().map(|st| (d, st)));
+                found_all &= found.is_some();
+                let (dir, st) = found?;
                 Some((key, dir, (st.stx_dev_major, st.stx_dev_minor), st.stx_ino))
             })
             .collect();
-        (!dirs.is_empty()).then(|| Arc::new(Self { mount_id, mount_point, dirs }))
+        ((!dirs.is_empty()).then(|| Arc::new(Self { mount_id, mount_point, dirs })), found_all)
     }
 }
 
@@ -118,8 +122,11 @@ impl LiveDirs {
                     o.clone()
                 }
                 None => {
-                    let o = Self::look_at(*id)?;
-                    mounts.insert(*id, (*reads, o.clone()));
+                    // A directory not found now is looked for again on the next read.
+                    let (o, found_all) = Self::look_at(*id)?;
+                    if found_all {
+                        mounts.insert(*id, (*reads, o.clone()));
+                    }
                     o
                 }
             };
@@ -133,17 +140,22 @@ impl LiveDirs {
         Some((!overlays.is_empty()).then_some(LiveDirs { overlays }))
     }
 
-    /// The mount `id`: `Some(None)` when it is not an overlay with an upper (or is gone), `None` when its options
-    /// cannot be had from `statmount`.
-    fn look_at(id: u64) -> Option<Option<Arc<LiveOverlay>>> {
+    /// The mount `id` as [`LiveOverlay::new`] finds it: `Some((None, true))` when it is not an overlay with an upper
+    /// (or is gone), `None` when its options cannot be had from `statmount` (nothing is then remembered of it).
+    fn look_at(id: u64) -> Option<(Option<Arc<LiveOverlay>>, bool)> {
         #[cfg(test)]
         LOOKS.with(|l| l.set(l.get() + 1));
-        let Ok(basic) = mountinfo::statmount(id, STATMOUNT_SB_BASIC) else { return Some(None) };
+        let stat = |mask| match mountinfo::statmount(id, mask) {
+            Ok(s) => Some(Some(s)),
+            Err(rustix::io::Errno::NOENT) => Some(None),
+            Err(_) => None,
+        };
+        let Some(basic) = stat(STATMOUNT_SB_BASIC)? else { return Some((None, true)) };
         if basic.sb_magic != OVERLAYFS_SUPER_MAGIC {
-            return Some(None);
+            return Some((None, true));
         }
-        let Ok(full) = mountinfo::statmount(id, STATMOUNT_MNT_BASIC | STATMOUNT_MNT_POINT | STATMOUNT_MNT_OPTS) else {
-            return Some(None);
+        let Some(full) = stat(STATMOUNT_MNT_BASIC | STATMOUNT_MNT_POINT | STATMOUNT_MNT_OPTS)? else {
+            return Some((None, true));
         };
         let opts = full.opts?;
         let point = full.mnt_point.map(|p| PathBuf::from(OsString::from_vec(p)));
@@ -165,7 +177,7 @@ impl LiveDirs {
                 // The super options as the kernel wrote them (escapes not yet decoded): split at its commas.
                 let after = line.windows(3).position(|w| w == b" - ")? + 3;
                 let opts = line[after..].splitn(3, |&b| b == b' ').nth(2)?;
-                LiveOverlay::new(m.mount_id, m.mount_point, |key| mountinfo::option_value(opts, key))
+                LiveOverlay::new(m.mount_id, m.mount_point, |key| mountinfo::option_value(opts, key)).0
             })
             .collect();
         (!overlays.is_empty()).then_some(LiveDirs { overlays })
