@@ -330,6 +330,56 @@ fn a_live_upper_away_when_first_seen_is_refused_once_back() {
     });
 }
 
+/// Upper directories with the bytes the kernel's option text escapes or overlay unescapes (backslash, comma, equals,
+/// tab, newline, non-UTF-8), each mounted by every strategy and checked through both readers: the live upper is
+/// refused as a lower. A directory whose name is the upper's with its backslashes doubled (what a `mount(2)` or
+/// `fsconfig` string of the upper says before overlay removes its escapes) is there too and must not be taken for it.
+#[test]
+fn a_live_upper_with_escaped_bytes_in_its_name_is_refused() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let name = "a_live_upper_with_escaped_bytes_in_its_name_is_refused";
+    let all: Vec<Strategy> = [Strategy::DetachedFds, Strategy::AttachedFds, Strategy::Strings, Strategy::Legacy]
+        .into_iter()
+        .filter(|&s| common::has_strategy(name, s))
+        .collect();
+    privileged(name, move |scratch| {
+        let uppers: [&[u8]; 5] = [b"b\\x", b"c\\,d=e", b"t\tn\nl", b"\xff\xfe", b"z\\"];
+        fs::create_dir(scratch.join("l")).unwrap();
+        let listed = layermount::Features::get().clone();
+        let mut from_mountinfo = listed.clone();
+        from_mountinfo.statmount_options = false;
+        for live in all.iter().copied() {
+            for (i, u) in uppers.iter().enumerate() {
+                let dir = |b: &[u8]| scratch.join(format!("{live}-{i}")).join(OsStr::from_bytes(b));
+                let upper = dir(u);
+                let doubled: Vec<u8> = u.iter().flat_map(|&b| if b == b'\\' { vec![b, b] } else { vec![b] }).collect();
+                for d in [upper.clone(), dir(&doubled), dir(b"w")] {
+                    fs::create_dir_all(d).unwrap();
+                }
+                let what = format!("{live} {:?}", upper);
+                let guard = Overlay::new()
+                    .lower(scratch.join("l"))
+                    .upper(&upper, dir(b"w"))
+                    .strategy(live)
+                    .staging_dir(scratch.join("stage"))
+                    .mount_at(dir(b"m"))
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                for f in [&listed, &from_mountinfo] {
+                    let how = if f.statmount_options { "statmount" } else { "mountinfo" };
+                    match Overlay::new().features(f.clone()).lower(&upper).lower(scratch.join("l")).mount() {
+                        Ok(_) => panic!("{what}/{how}: the live upper was mounted as a lower"),
+                        Err(e) => {
+                            assert_eq!(e.kind(), ErrorKind::InvalidOverlay(OverlayProblem::InUse), "{what}/{how}: {e}")
+                        }
+                    }
+                }
+                guard.unmount().unwrap();
+            }
+        }
+    });
+}
+
 /// LTP `mount02` (mount(2) onto a missing mount point fails with ENOENT) and util-linux's `X-mount.mkdir[=mode]`
 /// (mount(8) `--mkdir`, default mode 0755, missing parents made too): a [`MountSpec`](layermount::MountSpec) onto a
 /// missing target is refused with ENOENT and creates nothing; with `X-mount.mkdir` the target is made.

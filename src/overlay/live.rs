@@ -38,21 +38,23 @@ impl LiveOverlay {
     fn new(mount_id: u64, mount_point: PathBuf, option: impl Fn(&str) -> Option<PathBuf>) -> (Option<Arc<Self>>, bool) {
         const WANT: StatxFlags = StatxFlags::TYPE.union(StatxFlags::INO);
         let mut found_all = true;
-        let dirs: Vec<_> = ["upperdir", "workdir"]
-            .into_iter()
-            .filter_map(|key| {
-                let shown = option(key).filter(|p| p.is_absolute())?;
-                // An overlay mounted with `mount(2)` keeps its own backslash escapes (`\,` for a comma) in the
-                // path it shows; the directory is then found under the name without them.
-                let found = [Some(shown.clone()), unescape_overlay(&shown)]
-                    .into_iter()
-                    .flatten()
-                    .find_map(|d| rustix::fs::statx(CWD, &d, AtFlags::empty(), WANT).ok().map(|st| (d, st)));
-                found_all &= found.is_some();
-                let (dir, st) = found?;
-                Some((key, dir, (st.stx_dev_major, st.stx_dev_minor), st.stx_ino))
-            })
-            .collect();
+        let mut dirs = Vec::new();
+        for key in ["upperdir", "workdir"] {
+            let Some(shown) = option(key).filter(|p| p.is_absolute()) else { continue };
+            // Overlay keeps the backslash escapes of an upper or work given as a string (`\\` for a backslash, `\,`
+            // for a comma) in the path it shows; one given as an fd shows as it is. Both names are tried, and both
+            // kept when both lead to a directory (a name that differs only in escapes cannot tell which it is).
+            let before = dirs.len();
+            for d in [Some(shown.clone()), unescape_overlay(&shown)].into_iter().flatten() {
+                if let Ok(st) = rustix::fs::statx(CWD, &d, AtFlags::empty(), WANT) {
+                    let id = ((st.stx_dev_major, st.stx_dev_minor), st.stx_ino);
+                    if !dirs[before..].iter().any(|(_, _, dev, ino)| (*dev, *ino) == id) {
+                        dirs.push((key, d, id.0, id.1));
+                    }
+                }
+            }
+            found_all &= dirs.len() > before;
+        }
         ((!dirs.is_empty()).then(|| Arc::new(Self { mount_id, mount_point, dirs })), found_all)
     }
 }

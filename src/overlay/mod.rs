@@ -959,12 +959,19 @@ impl Overlay {
     /// that has its own working directory.
     fn compose_strings(&self, all: &[Resolved], staging: &mut Staging) -> Result<DetachedTree> {
         let paths = self.paths(all, staging)?;
+        let values: Vec<Cow<'_, Path>> = all
+            .iter()
+            .zip(&paths)
+            .map(|(r, p)| match r.role {
+                Role::Upper | Role::Work => upper_string(p),
+                _ => Cow::Borrowed(p.as_path()),
+            })
+            .collect();
         let mut ov = FsContext::open("overlay")?;
         let set_all = |ov: &mut FsContext, cwd: Option<&staging::Cwd>| -> Result<()> {
-            for (r, p) in all.iter().zip(&paths) {
-                let bytes = p.as_os_str().as_bytes();
-                if bytes.len() <= FSCONFIG_STRING_MAX {
-                    ov.set_cstring(key(r.role), &cstring(p)?)?;
+            for ((r, p), value) in all.iter().zip(&paths).zip(&values) {
+                if value.as_os_str().len() <= FSCONFIG_STRING_MAX {
+                    ov.set_cstring(key(r.role), &cstring(value)?)?;
                 } else {
                     let cwd = cwd.expect("long paths are set in a thread with its own cwd");
                     cwd.enter_path(p)?;
@@ -973,7 +980,7 @@ impl Overlay {
             }
             Ok(())
         };
-        if paths.iter().any(|p| p.as_os_str().len() > FSCONFIG_STRING_MAX) {
+        if values.iter().any(|p| p.as_os_str().len() > FSCONFIG_STRING_MAX) {
             with_own_cwd(|cwd| set_all(&mut ov, Some(cwd)))?;
         } else {
             set_all(&mut ov, None)?;
@@ -1033,6 +1040,23 @@ impl Overlay {
         tree.set_attrs(self.attrs, MountAttrs::RDONLY - self.attrs)?;
         Ok(tree)
     }
+}
+
+/// `path` as an `upperdir` or `workdir` string: overlay removes one level of backslash escapes from those (not from
+/// `lowerdir+` or `datadir+`), so each backslash is doubled.
+fn upper_string(path: &Path) -> Cow<'_, Path> {
+    let b = path.as_os_str().as_bytes();
+    if !b.contains(&b'\\') {
+        return Cow::Borrowed(path);
+    }
+    let mut out = Vec::with_capacity(b.len() + 8);
+    for &c in b {
+        if c == b'\\' {
+            out.push(c);
+        }
+        out.push(c);
+    }
+    Cow::Owned(PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out)))
 }
 
 /// True for an absolute path with no `..` component: usable as it is (checked on bytes, without `Path` parsing).
