@@ -430,6 +430,32 @@ fn cache_concurrent_use_and_eviction() {
     });
 }
 
+/// A layer path holding a NUL names no directory: the cache refuses it even when the paths on either side of the
+/// NUL are the layers of a stack it holds (its keys join paths with NULs), and caches nothing for it.
+#[test]
+fn a_path_with_a_nul_is_not_the_layers_around_it() {
+    privileged("a_path_with_a_nul_is_not_the_layers_around_it", |scratch| {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let layers = [scratch.join("l2"), scratch.join("l1")];
+        write(&layers[0], "a", "2");
+        write(&layers[1], "b", "1");
+        let cache = StackCache::default();
+        let held = cache.get(&layers, None).unwrap();
+        let mut joined = layers[0].as_os_str().as_bytes().to_vec();
+        joined.push(0);
+        joined.extend_from_slice(layers[1].as_os_str().as_bytes());
+        let one = PathBuf::from(OsStr::from_bytes(&joined));
+        match cache.get(&[&one], None) {
+            Ok(_) => panic!("a path with a NUL got the stack of the layers around it"),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::Os, "{e}"),
+        }
+        let s = cache.stats();
+        assert_eq!((s.hits, s.misses, s.stacks), (0, 1, 1), "{s:?}");
+        drop(held);
+    });
+}
+
 /// A stack's last handle dropped (and evicted) while a container on it writes: the container never notices, and
 /// the stack's own mount is gone.
 #[test]
