@@ -318,4 +318,44 @@ mod tests {
             small.join().unwrap();
         });
     }
+
+    /// More mounts than one `listmount` call returns (600, where a call takes 256), and an overlay whose options are
+    /// longer than the first `statmount` buffer (100 lower layers with 200-byte names: over 20 KB): the overlay,
+    /// mounted last (its id is the highest), is found with its upper and work.
+    #[test]
+    fn an_overlay_past_many_mounts_with_long_options_is_found() {
+        let name = "an_overlay_past_many_mounts_with_long_options_is_found";
+        if !Features::get().statmount_options {
+            common::skip(name, "statmount_options");
+            return;
+        }
+        common::privileged(name, |scratch| {
+            let dirs: Vec<_> = (0..600).map(|i| scratch.join(format!("t{i}"))).collect();
+            for d in &dirs {
+                std::fs::create_dir(d).unwrap();
+                common::mount_tmpfs(d);
+            }
+            let lowers: Vec<_> = (0..100).map(|i| scratch.join(format!("{i:03}{}", "x".repeat(197)))).collect();
+            for d in lowers.iter().chain([&scratch.join("u"), &scratch.join("w")]) {
+                std::fs::create_dir(d).unwrap();
+            }
+            let guard = crate::Overlay::new()
+                .lowers(&lowers)
+                .upper(scratch.join("u"), scratch.join("w"))
+                .mount_at(scratch.join("m"))
+                .unwrap();
+            let mut ids = Vec::new();
+            mountinfo::list_mounts(&mut ids).unwrap();
+            assert!(ids.len() > 600, "{} mounts listed", ids.len());
+            let live = LiveDirs::listed().expect("listmount works here");
+            let o = live.iter().flat_map(|l| &l.overlays).find(|o| o.mount_point == scratch.join("m"));
+            let keys: Vec<_> =
+                o.expect("the overlay is found").dirs.iter().map(|(k, d, _, _)| (*k, d.clone())).collect();
+            assert_eq!(keys, [("upperdir", scratch.join("u")), ("workdir", scratch.join("w"))]);
+            guard.unmount().unwrap();
+            for d in dirs.iter().rev() {
+                common::umount(d);
+            }
+        });
+    }
 }
