@@ -100,6 +100,33 @@ fn attach_failure_leaves_nothing() {
     });
 }
 
+/// A symlink as the target is not followed, whether it leads to a directory or nowhere: the attach fails, nothing is
+/// mounted or made (at the symlink or where it leads), and the symlink stays.
+#[test]
+fn attach_onto_a_symlink_is_refused_and_makes_nothing() {
+    privileged("attach_onto_a_symlink_is_refused_and_makes_nothing", |scratch| {
+        let src = src_with_file(scratch);
+        fs::create_dir(scratch.join("dir")).unwrap();
+        std::os::unix::fs::symlink(scratch.join("dir"), scratch.join("to-dir")).unwrap();
+        std::os::unix::fs::symlink(scratch.join("nowhere"), scratch.join("dangling")).unwrap();
+        for link in ["to-dir", "dangling"] {
+            let tree = DetachedTree::clone_path(&src, false).unwrap();
+            let err = match tree.attach(scratch.join(link)) {
+                Ok(g) => {
+                    let at = g.leak();
+                    rustix::mount::unmount(&at, rustix::mount::UnmountFlags::DETACH).unwrap();
+                    panic!("{link}: attached")
+                }
+                Err(e) => e,
+            };
+            assert_eq!(err.operation(), "attach", "{link}: {err}");
+            assert!(fs::symlink_metadata(scratch.join(link)).unwrap().file_type().is_symlink(), "{link}");
+        }
+        assert!(!scratch.join("nowhere").exists());
+        assert_eq!(fs::read_dir(scratch.join("dir")).unwrap().count(), 0);
+    });
+}
+
 /// A mount handed over as a record is torn down by another process (the CLI here): it checks the mount is still
 /// the recorded one, detaches it and removes the mount point the crate made. A record whose mount was replaced is
 /// refused and the new mount is left alone.
