@@ -330,6 +330,33 @@ fn a_live_upper_away_when_first_seen_is_refused_once_back() {
     });
 }
 
+/// Under a seccomp filter that refuses `listmount` (or only `statmount`) with `ENOSYS` on a kernel that has them, as
+/// an older runtime's profile does, the in-use check reads `mountinfo` instead and still refuses a live upper.
+#[test]
+fn a_live_upper_is_refused_when_seccomp_refuses_listmount_or_statmount() {
+    let name = "a_live_upper_is_refused_when_seccomp_refuses_listmount_or_statmount";
+    if !common::has_feature(name, "statmount_options") {
+        return;
+    }
+    const STATMOUNT: u32 = 457;
+    const LISTMOUNT: u32 = 458;
+    for refused in [&[LISTMOUNT][..], &[STATMOUNT]] {
+        privileged(&format!("{name}/{refused:?}"), move |scratch| {
+            let p = |d: &str| scratch.join(d);
+            for d in ["l1", "l2", "u", "w"] {
+                fs::create_dir(p(d)).unwrap();
+            }
+            common::refuse_syscalls_in_this_thread(refused, rustix::io::Errno::NOSYS.raw_os_error() as u16);
+            let live = Overlay::new().lower(p("l1")).upper(p("u"), p("w")).mount_at(p("live")).unwrap();
+            match Overlay::new().lower(p("u")).lower(p("l2")).mount() {
+                Ok(_) => panic!("{refused:?} refused: the live upper was mounted as a lower"),
+                Err(e) => assert_eq!(e.kind(), ErrorKind::InvalidOverlay(OverlayProblem::InUse), "{refused:?}: {e}"),
+            }
+            live.unmount().unwrap();
+        });
+    }
+}
+
 /// Upper directories with the bytes the kernel's option text escapes or overlay unescapes (backslash, comma, equals,
 /// tab, newline, non-UTF-8), each mounted by every strategy and checked through both readers: the live upper is
 /// refused as a lower. A directory whose name is the upper's with its backslashes doubled (what a `mount(2)` or
