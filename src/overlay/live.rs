@@ -24,38 +24,43 @@ use crate::mountinfo::{
 };
 
 /// One live overlay: its `mountinfo` id, where it is mounted, and its upper and work directories as
-/// `(key, path, device, inode)`.
+/// `(key, path, identity)`: `(device, inode)`, or `None` for a path that led to no directory when the overlay was
+/// first seen (renamed away for the moment, or inside a mount the path cannot reach): its text is compared then.
 #[derive(Debug)]
 pub(crate) struct LiveOverlay {
     mount_id: u64,
     mount_point: PathBuf,
-    dirs: Vec<(&'static str, PathBuf, (u32, u32), u64)>,
+    dirs: Vec<(&'static str, PathBuf, Option<DirId>)>,
 }
 
+/// A directory's `(device, inode)`.
+type DirId = ((u32, u32), u64);
+
 impl LiveOverlay {
-    /// The overlay with these options, if it has an upper or work directory that can be identified; and whether
-    /// every directory it shows was found (one that is not, say renamed away for now, may be found later).
-    fn new(mount_id: u64, mount_point: PathBuf, option: impl Fn(&str) -> Option<PathBuf>) -> (Option<Arc<Self>>, bool) {
+    /// The overlay with these options, if it shows an upper or work directory.
+    fn new(mount_id: u64, mount_point: PathBuf, option: impl Fn(&str) -> Option<PathBuf>) -> Option<Arc<Self>> {
         const WANT: StatxFlags = StatxFlags::TYPE.union(StatxFlags::INO);
-        let mut found_all = true;
         let mut dirs = Vec::new();
         for key in ["upperdir", "workdir"] {
             let Some(shown) = option(key).filter(|p| p.is_absolute()) else { continue };
             // Overlay keeps the backslash escapes of an upper or work given as a string (`\\` for a backslash, `\,`
             // for a comma) in the path it shows; one given as an fd shows as it is. Both names are tried, and both
             // kept when both lead to a directory (a name that differs only in escapes cannot tell which it is).
+            let names: Vec<_> = [Some(shown.clone()), unescape_overlay(&shown)].into_iter().flatten().collect();
             let before = dirs.len();
-            for d in [Some(shown.clone()), unescape_overlay(&shown)].into_iter().flatten() {
-                if let Ok(st) = rustix::fs::statx(CWD, &d, AtFlags::empty(), WANT) {
-                    let id = ((st.stx_dev_major, st.stx_dev_minor), st.stx_ino);
-                    if !dirs[before..].iter().any(|(_, _, dev, ino)| (*dev, *ino) == id) {
-                        dirs.push((key, d, id.0, id.1));
+            for d in &names {
+                if let Ok(st) = rustix::fs::statx(CWD, d, AtFlags::empty(), WANT) {
+                    let id = Some(((st.stx_dev_major, st.stx_dev_minor), st.stx_ino));
+                    if !dirs[before..].iter().any(|(_, _, known)| *known == id) {
+                        dirs.push((key, d.clone(), id));
                     }
                 }
             }
-            found_all &= dirs.len() > before;
+            if dirs.len() == before {
+                dirs.extend(names.into_iter().map(|d| (key, d, None)));
+            }
         }
-        ((!dirs.is_empty()).then(|| Arc::new(Self { mount_id, mount_point, dirs })), found_all)
+        (!dirs.is_empty()).then(|| Arc::new(Self { mount_id, mount_point, dirs }))
     }
 }
 
@@ -124,11 +129,8 @@ impl LiveDirs {
                     o.clone()
                 }
                 None => {
-                    // A directory not found now is looked for again on the next read.
-                    let (o, found_all) = Self::look_at(*id)?;
-                    if found_all {
-                        mounts.insert(*id, (*reads, o.clone()));
-                    }
+                    let o = Self::look_at(*id)?;
+                    mounts.insert(*id, (*reads, o.clone()));
                     o
                 }
             };
@@ -142,9 +144,9 @@ impl LiveDirs {
         Some((!overlays.is_empty()).then_some(LiveDirs { overlays }))
     }
 
-    /// The mount `id` as [`LiveOverlay::new`] finds it: `Some((None, true))` when it is not an overlay with an upper
-    /// (or is gone), `None` when its options cannot be had from `statmount` (nothing is then remembered of it).
-    fn look_at(id: u64) -> Option<(Option<Arc<LiveOverlay>>, bool)> {
+    /// The mount `id`: `Some(None)` when it is not an overlay with an upper (or is gone), `None` when its options
+    /// cannot be had from `statmount` (nothing is then remembered of it).
+    fn look_at(id: u64) -> Option<Option<Arc<LiveOverlay>>> {
         #[cfg(test)]
         LOOKS.with(|l| l.set(l.get() + 1));
         let stat = |mask| match mountinfo::statmount(id, mask) {
@@ -152,12 +154,12 @@ impl LiveDirs {
             Err(rustix::io::Errno::NOENT) => Some(None),
             Err(_) => None,
         };
-        let Some(basic) = stat(STATMOUNT_SB_BASIC)? else { return Some((None, true)) };
+        let Some(basic) = stat(STATMOUNT_SB_BASIC)? else { return Some(None) };
         if basic.sb_magic != OVERLAYFS_SUPER_MAGIC {
-            return Some((None, true));
+            return Some(None);
         }
         let Some(full) = stat(STATMOUNT_MNT_BASIC | STATMOUNT_MNT_POINT | STATMOUNT_MNT_OPTS)? else {
-            return Some((None, true));
+            return Some(None);
         };
         let opts = full.opts?;
         let point = full.mnt_point.map(|p| PathBuf::from(OsString::from_vec(p)));
@@ -179,7 +181,7 @@ impl LiveDirs {
                 // The super options as the kernel wrote them (escapes not yet decoded): split at its commas.
                 let after = line.windows(3).position(|w| w == b" - ")? + 3;
                 let opts = line[after..].splitn(3, |&b| b == b' ').nth(2)?;
-                LiveOverlay::new(m.mount_id, m.mount_point, |key| mountinfo::option_value(opts, key)).0
+                LiveOverlay::new(m.mount_id, m.mount_point, |key| mountinfo::option_value(opts, key))
             })
             .collect();
         (!overlays.is_empty()).then_some(LiveDirs { overlays })
@@ -191,27 +193,31 @@ impl LiveDirs {
         &self,
         role: Role,
         given: &Path,
-        id: ((u32, u32), u64),
+        id: DirId,
         path: Option<&Path>,
         real: impl Fn() -> Option<PathBuf>,
     ) -> Result<()> {
         for m in &self.overlays {
-            for (key, dir, dev, ino) in &m.dirs {
-                let same = id == (*dev, *ino);
+            for (key, dir, known) in &m.dirs {
+                let same = *known == Some(id);
                 // Inside: the path's text says so, and where it really leads confirms it (a symlink could lead out).
-                let inside = !same
-                    && path.is_none_or(|p| p.starts_with(dir))
-                    && match (real(), std::fs::canonicalize(dir)) {
-                        (Some(real), Ok(dir)) => real.starts_with(dir),
-                        _ => false,
-                    };
+                // A directory not identified when first seen is found here by its text alone.
+                let place = match same || !path.is_none_or(|p| p.starts_with(dir)) {
+                    true => None,
+                    false => match (real(), std::fs::canonicalize(dir)) {
+                        (Some(real), Ok(dir)) if real == dir => Some("already"),
+                        (Some(real), Ok(dir)) if real.starts_with(&dir) => Some("inside"),
+                        _ => None,
+                    },
+                };
+                let inside = place.is_some();
                 if same || inside {
                     return Err(overlay_error(OverlayProblem::InUse, given).with_detail(format!(
                         "{} {} is {} the {key} of the overlay mounted at {} (mount id {}); the kernel would mount it \
                          with only a warning, and files seen through both mounts would be undefined",
                         role.name(),
                         given.display(),
-                        if same { "already" } else { "inside" },
+                        place.unwrap_or("already"),
                         m.mount_point.display(),
                         m.mount_id
                     )));
@@ -267,10 +273,10 @@ mod tests {
             let live = LiveDirs::listed().expect("listmount works here");
             assert_eq!(looks() - looked, 1, "only the new mount is looked at");
             let o = ours(&live).expect("the new overlay is listed");
-            let keys: Vec<_> = o.dirs.iter().map(|(k, d, _, _)| (*k, d.clone())).collect();
+            let keys: Vec<_> = o.dirs.iter().map(|(k, d, _)| (*k, d.clone())).collect();
             assert_eq!(keys, [("upperdir", scratch.join("u")), ("workdir", scratch.join("w"))]);
             let st = std::fs::metadata(scratch.join("u")).unwrap();
-            assert_eq!(o.dirs[0].3, std::os::unix::fs::MetadataExt::ino(&st));
+            assert_eq!(o.dirs[0].2.map(|(_, ino)| ino), Some(std::os::unix::fs::MetadataExt::ino(&st)));
             let looked = looks();
             assert!(ours(&LiveDirs::listed().unwrap()).is_some());
             assert_eq!(looks(), looked, "known mounts are not looked at again");
@@ -349,8 +355,7 @@ mod tests {
             assert!(ids.len() > 600, "{} mounts listed", ids.len());
             let live = LiveDirs::listed().expect("listmount works here");
             let o = live.iter().flat_map(|l| &l.overlays).find(|o| o.mount_point == scratch.join("m"));
-            let keys: Vec<_> =
-                o.expect("the overlay is found").dirs.iter().map(|(k, d, _, _)| (*k, d.clone())).collect();
+            let keys: Vec<_> = o.expect("the overlay is found").dirs.iter().map(|(k, d, _)| (*k, d.clone())).collect();
             assert_eq!(keys, [("upperdir", scratch.join("u")), ("workdir", scratch.join("w"))]);
             guard.unmount().unwrap();
             for d in dirs.iter().rev() {
