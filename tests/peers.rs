@@ -330,6 +330,36 @@ fn a_live_upper_away_when_first_seen_is_refused_once_back() {
     });
 }
 
+/// One upper, mounted, unmounted and mounted again by a new overlay (a new mount id each time), through both
+/// readers: refused as a lower while each overlay lives, accepted between them and after.
+#[test]
+fn an_upper_is_refused_while_each_of_its_overlays_lives() {
+    privileged("an_upper_is_refused_while_each_of_its_overlays_lives", |scratch| {
+        let p = |d: &str| scratch.join(d);
+        for d in ["l1", "l2", "u", "w"] {
+            fs::create_dir(p(d)).unwrap();
+        }
+        let listed = layermount::Features::get().clone();
+        let mut from_mountinfo = listed.clone();
+        from_mountinfo.statmount_options = false;
+        let compose =
+            |f: &layermount::Features| Overlay::new().features(f.clone()).lower(p("u")).lower(p("l2")).mount();
+        for round in 0..3 {
+            let live = Overlay::new().lower(p("l1")).upper(p("u"), p("w")).mount_at(p("live")).unwrap();
+            for f in [&listed, &from_mountinfo] {
+                match compose(f) {
+                    Ok(_) => panic!("round {round}: the live upper was mounted as a lower"),
+                    Err(e) => assert_eq!(e.kind(), ErrorKind::InvalidOverlay(OverlayProblem::InUse), "{round}: {e}"),
+                }
+            }
+            live.unmount().unwrap();
+            for f in [&listed, &from_mountinfo] {
+                drop(compose(f).unwrap_or_else(|e| panic!("round {round}: refused with no overlay live: {e}")));
+            }
+        }
+    });
+}
+
 /// Under a seccomp filter that refuses `listmount` (or only `statmount`) with `ENOSYS` on a kernel that has them, as
 /// an older runtime's profile does, the in-use check reads `mountinfo` instead and still refuses a live upper.
 #[test]
