@@ -360,6 +360,31 @@ fn an_upper_is_refused_while_each_of_its_overlays_lives() {
     });
 }
 
+/// Make the syscalls numbered `nrs` fail with `errno` in the calling thread (and threads it starts) from now on, as a
+/// seccomp filter of a container runtime would: a classic-BPF seccomp filter without `TSYNC`, so other threads are
+/// untouched. Call it only in a thread made for one test (the filter cannot be removed). The numbers are those of
+/// the running architecture.
+#[allow(unsafe_code)]
+fn refuse_syscalls_in_this_thread(nrs: &[u32], errno: u16) {
+    const LD_NR: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS, offset 0: seccomp_data.nr
+    const JEQ: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RET: u16 = 0x06; // BPF_RET | BPF_K
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let n = u8::try_from(nrs.len()).expect("a few syscalls");
+    let mut prog = vec![op(LD_NR, 0, 0, 0)];
+    // Instruction i + 1 jumps to the refusal past the remaining `n - i - 1` tests and the allow.
+    prog.extend(nrs.iter().enumerate().map(|(i, &nr)| op(JEQ, n - i as u8, 0, nr)));
+    prog.push(op(RET, 0, 0, libc::SECCOMP_RET_ALLOW));
+    prog.push(op(RET, 0, 0, libc::SECCOMP_RET_ERRNO | u32::from(errno)));
+    let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_mut_ptr() };
+    // SAFETY: plain prctl/seccomp calls; `fprog` points at `prog`, which outlives the call (the kernel copies it).
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0, "no_new_privs");
+        let r = libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &fprog as *const libc::sock_fprog);
+        assert_eq!(r, 0, "seccomp: {}", std::io::Error::last_os_error());
+    }
+}
+
 /// Under a seccomp filter that refuses `listmount` (or only `statmount`) with `ENOSYS` on a kernel that has them, as
 /// an older runtime's profile does, the in-use check reads `mountinfo` instead and still refuses a live upper.
 #[test]
@@ -376,7 +401,7 @@ fn a_live_upper_is_refused_when_seccomp_refuses_listmount_or_statmount() {
             for d in ["l1", "l2", "u", "w"] {
                 fs::create_dir(p(d)).unwrap();
             }
-            common::refuse_syscalls_in_this_thread(refused, rustix::io::Errno::NOSYS.raw_os_error() as u16);
+            refuse_syscalls_in_this_thread(refused, rustix::io::Errno::NOSYS.raw_os_error() as u16);
             let live = Overlay::new().lower(p("l1")).upper(p("u"), p("w")).mount_at(p("live")).unwrap();
             match Overlay::new().lower(p("u")).lower(p("l2")).mount() {
                 Ok(_) => panic!("{refused:?} refused: the live upper was mounted as a lower"),

@@ -195,27 +195,3 @@ pub fn owner(path: &Path) -> (u32, u32) {
 pub fn chown(path: &Path, uid: u32, gid: u32) {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid)).expect("chown");
 }
-
-/// Make the syscalls numbered `nrs` fail with `errno` in the calling thread (and threads it starts) from now on, as a
-/// seccomp filter of a container runtime would: a classic-BPF seccomp filter without `TSYNC`, so other threads are
-/// untouched. Call it only in a thread made for one test (the filter cannot be removed). The numbers are those of
-/// the running architecture.
-pub fn refuse_syscalls_in_this_thread(nrs: &[u32], errno: u16) {
-    const LD_NR: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS, offset 0: seccomp_data.nr
-    const JEQ: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
-    const RET: u16 = 0x06; // BPF_RET | BPF_K
-    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
-    let n = u8::try_from(nrs.len()).expect("a few syscalls");
-    let mut prog = vec![op(LD_NR, 0, 0, 0)];
-    // Instruction i + 1 jumps to the refusal past the remaining `n - i - 1` tests and the allow.
-    prog.extend(nrs.iter().enumerate().map(|(i, &nr)| op(JEQ, n - i as u8, 0, nr)));
-    prog.push(op(RET, 0, 0, libc::SECCOMP_RET_ALLOW));
-    prog.push(op(RET, 0, 0, libc::SECCOMP_RET_ERRNO | u32::from(errno)));
-    let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_mut_ptr() };
-    // SAFETY: plain prctl/seccomp calls; `fprog` points at `prog`, which outlives the call (the kernel copies it).
-    unsafe {
-        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0, "no_new_privs");
-        let r = libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &fprog as *const libc::sock_fprog);
-        assert_eq!(r, 0, "seccomp: {}", std::io::Error::last_os_error());
-    }
-}
