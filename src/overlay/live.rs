@@ -290,7 +290,7 @@ mod tests {
     #[test]
     fn mounts_of_another_namespace_stay_known() {
         if !Features::get().statmount_options {
-            common::skip("mounts_of_another_namespace_stay_known", "statmount_options");
+            common::skip("mounts_of_another_namespace_stay_known", "the kernel lacks statmount_options");
             return;
         }
         common::privileged("mounts_of_another_namespace_stay_known", |_| {
