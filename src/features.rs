@@ -379,7 +379,9 @@ impl Features {
     }
 
     /// These features with every overlay capability above `strategy` turned off (and `open_tree_attr`, which only
-    /// kernels of the top strategy have), so code paths for older kernels can be tested on this one.
+    /// kernels of the top strategy have), so code paths for older kernels can be tested on this one. Below
+    /// `AttachedFds`, `statmount_options` is turned off too, and below `Strings` `statx_mnt_id_unique`: some kernels
+    /// of those strategies have them (6.11 and 6.8 added them), but the paths without them are what the oldest run.
     ///
     /// ```
     /// use layermount::{Features, Strategy};
