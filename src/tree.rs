@@ -141,11 +141,19 @@ pub struct DetachedTree {
     origin: Origin,
     recursive: bool,
     idmapped: bool,
+    /// For an overlay with an upper: its upper and work recorded as in use while the tree is detached (attached, the
+    /// mount table shows them).
+    held: Option<crate::overlay::Held>,
 }
 
 impl DetachedTree {
     pub(crate) fn from_owned(fd: OwnedFd, origin: Origin, recursive: bool) -> Self {
-        Self { fd, origin, recursive, idmapped: false }
+        Self { fd, origin, recursive, idmapped: false, held: None }
+    }
+
+    /// Record the directories `held` as in use for as long as this tree stays detached.
+    pub(crate) fn hold(&mut self, held: crate::overlay::Held) {
+        self.held = Some(held);
     }
 
     /// Clone the mount tree at `path` (`open_tree(AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)`), with
@@ -370,7 +378,8 @@ impl DetachedTree {
         }
     }
 
-    /// Give up the tree as its fd (the mount root, `O_PATH`); the mount lives as long as the fd.
+    /// Give up the tree as its fd (the mount root, `O_PATH`); the mount lives as long as the fd. For an overlay
+    /// with an upper, the in-use check no longer knows of it from then on (until it is attached).
     ///
     /// ```no_run
     /// let fd = layermount::DetachedTree::clone_path("/srv/layer", false)?.into_fd();

@@ -360,6 +360,72 @@ fn an_upper_is_refused_while_each_of_its_overlays_lives() {
     });
 }
 
+/// An overlay made with `Overlay::mount` and held detached is in no mount table: its upper and work are still
+/// refused by this process's other composes (as a lower, as an upper, as a work directory; through both readers and
+/// every strategy), while it is detached and once attached, and accepted again once it is gone.
+#[test]
+fn a_detached_overlays_upper_is_refused_while_held() {
+    let all: Vec<Strategy> = [Strategy::DetachedFds, Strategy::AttachedFds, Strategy::Strings, Strategy::Legacy]
+        .into_iter()
+        .filter(|&s| common::has_strategy("a_detached_overlays_upper_is_refused_while_held", s))
+        .collect();
+    privileged("a_detached_overlays_upper_is_refused_while_held", move |scratch| {
+        let p = |d: &str| scratch.join(d);
+        for d in ["l1", "l2", "u", "w", "u2", "w2"] {
+            fs::create_dir(p(d)).unwrap();
+        }
+        let listed = layermount::Features::get().clone();
+        let mut from_mountinfo = listed.clone();
+        from_mountinfo.statmount_options = false;
+        let cases: [(&str, &dyn Fn() -> Overlay); 3] = [
+            ("as a lower", &|| Overlay::new().lower(p("u")).lower(p("l2"))),
+            ("as an upper", &|| Overlay::new().lower(p("l2")).upper(p("u"), p("w2"))),
+            ("as a work directory", &|| Overlay::new().lower(p("l2")).upper(p("u2"), p("w"))),
+        ];
+        let refused = |when: &str| {
+            for (name, make) in &cases {
+                for s in all.iter().copied() {
+                    for f in [&listed, &from_mountinfo] {
+                        let o = make().features(f.clone()).strategy(s).staging_dir(scratch.join("stage"));
+                        match o.mount() {
+                            Ok(_) => panic!("{when}, {s}: the held upper was taken {name}"),
+                            Err(e) => {
+                                assert_eq!(e.kind(), ErrorKind::InvalidOverlay(OverlayProblem::InUse), "{when}: {e}")
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let accepted = |when: &str| {
+            for (name, make) in &cases {
+                drop(make().mount().unwrap_or_else(|e| panic!("{when}: refused {name}: {e}")));
+            }
+        };
+        for s in all.iter().copied() {
+            let held = Overlay::new().lower(p("l1")).upper(p("u"), p("w")).strategy(s);
+            let tree = held.staging_dir(scratch.join("stage")).mount().unwrap();
+            refused(&format!("detached ({s})"));
+            let text = Overlay::new().lower(p("u")).lower(p("l2")).mount().unwrap_err().to_string();
+            assert!(text.contains("holds detached"), "says where the upper is in use: {text}");
+            let guard = tree.attach(p("m")).unwrap();
+            refused(&format!("attached ({s})"));
+            guard.unmount().unwrap();
+            accepted(&format!("unmounted ({s})"));
+            drop(
+                Overlay::new()
+                    .lower(p("l1"))
+                    .upper(p("u"), p("w"))
+                    .strategy(s)
+                    .staging_dir(scratch.join("stage"))
+                    .mount()
+                    .unwrap(),
+            );
+            accepted(&format!("dropped ({s})"));
+        }
+    });
+}
+
 /// Make the syscalls numbered `nrs` fail with `errno` in the calling thread (and threads it starts) from now on, as a
 /// seccomp filter of a container runtime would: a classic-BPF seccomp filter without `TSYNC`, so other threads are
 /// untouched. Call it only in a thread made for one test (the filter cannot be removed). The numbers are those of

@@ -102,15 +102,57 @@ const KEEP_UNSEEN: u64 = 256;
 
 static KNOWN: Mutex<Option<Known>> = Mutex::new(None);
 
+/// The upper and work directories of overlays this process made and still holds detached (`Overlay::mount`): no
+/// mount table shows those, so they are recorded here while their tree lives, by the tree's token.
+static HELD: Mutex<Vec<(u64, &'static str, PathBuf, DirId)>> = Mutex::new(Vec::new());
+
+/// The mount id of the pseudo overlay of held directories (no mount has id 0).
+const HELD_ID: u64 = 0;
+
+/// While this lives (inside the `DetachedTree` of an overlay with an upper), the in-use check refuses that overlay's
+/// upper and work directories as it refuses those of a mounted overlay.
+#[derive(Debug)]
+pub(crate) struct Held(u64);
+
+impl Held {
+    /// Record `dirs` (`key`, path, identity) as held detached by this process.
+    pub(crate) fn new(dirs: impl IntoIterator<Item = (&'static str, PathBuf, DirId)>) -> Held {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let token = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+        held.extend(dirs.into_iter().map(|(key, path, id)| (token, key, path, id)));
+        Held(token)
+    }
+
+    /// The directories held now, as one pseudo overlay "held detached by this process".
+    fn all() -> Option<Arc<LiveOverlay>> {
+        let held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+        let dirs: Vec<_> = held.iter().map(|(_, key, path, id)| (*key, path.clone(), Some(*id))).collect();
+        (!dirs.is_empty()).then(|| Arc::new(LiveOverlay { mount_id: HELD_ID, mount_point: PathBuf::new(), dirs }))
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        HELD.lock().unwrap_or_else(PoisonError::into_inner).retain(|(token, ..)| *token != self.0);
+    }
+}
+
 impl LiveDirs {
     /// `None` when there is no live overlay directory to compare with (or no mount table to read).
     pub(crate) fn read(features: &Features) -> Option<LiveDirs> {
-        if features.statmount_options {
-            if let Some(listed) = Self::listed() {
-                return listed;
+        let mounted = match features.statmount_options.then(Self::listed).flatten() {
+            Some(listed) => listed,
+            None => Self::from_mountinfo(),
+        };
+        match (mounted, Held::all()) {
+            (Some(mut live), Some(held)) => {
+                live.overlays.push(held);
+                Some(live)
             }
+            (None, Some(held)) => Some(LiveDirs { overlays: vec![held] }),
+            (mounted, None) => mounted,
         }
-        Self::from_mountinfo()
     }
 
     /// Through `listmount`/`statmount`; `None` when the kernel (or a seccomp filter) refuses them, or does not show
@@ -212,14 +254,16 @@ impl LiveDirs {
                 };
                 let inside = place.is_some();
                 if same || inside {
+                    let whose = match m.mount_id {
+                        HELD_ID => "an overlay this process holds detached (not attached anywhere)".to_string(),
+                        id => format!("the overlay mounted at {} (mount id {id})", m.mount_point.display()),
+                    };
                     return Err(overlay_error(OverlayProblem::InUse, given).with_detail(format!(
-                        "{} {} is {} the {key} of the overlay mounted at {} (mount id {}); the kernel would mount it \
-                         with only a warning, and files seen through both mounts would be undefined",
+                        "{} {} is {} the {key} of {whose}; the kernel would mount it with only a warning, and files \
+                         seen through both mounts would be undefined",
                         role.name(),
                         given.display(),
                         place.unwrap_or("already"),
-                        m.mount_point.display(),
-                        m.mount_id
                     )));
                 }
             }

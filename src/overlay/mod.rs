@@ -81,6 +81,7 @@ use rustix::mount::MountAttrFlags;
 pub use layers::MAX_LAYERS;
 pub(crate) use layers::refuse_stacking_fs;
 use layers::{Resolved, Role};
+pub(crate) use live::Held;
 pub use staging::{DEFAULT_STAGING_DIR, STAGING_DIR_ENV, StaleCleanup, cleanup_stale};
 pub(crate) use staging::{Staging, default_staging_dir};
 use staging::{open_beneath, with_own_cwd};
@@ -514,6 +515,10 @@ impl Overlay {
     /// someone else, a directory in use by a live overlay. Nothing of the fallbacks' temporary mounts remains, on
     /// success or error.
     ///
+    /// While the tree stays detached, no mount table shows it: this process's other composes refuse its upper and
+    /// work ([`OverlayProblem::InUse`]) until it is attached (the table shows it then) or dropped. Another process
+    /// cannot know of it (nor can this one after [`DetachedTree::into_fd`]).
+    ///
     /// # Errors
     /// * [`ErrorKind::InvalidOverlay`] with the [`OverlayProblem`] above, or
     ///   [`SilentlyReadOnly`](OverlayProblem::SilentlyReadOnly) when the kernel made a writable overlay read-only (the
@@ -538,7 +543,27 @@ impl Overlay {
     /// let guard = tree.attach("/run/ctr/rootfs")?;
     /// # Ok::<(), layermount::Error>(())
     /// ```
-    pub fn mount(mut self) -> Result<DetachedTree> {
+    pub fn mount(self) -> Result<DetachedTree> {
+        // While the overlay is detached no mount table shows it: its upper and work are recorded as in use until
+        // the tree is attached or dropped (through the fallbacks' strings too, as the kernel would take them).
+        let held: Vec<(&'static str, PathBuf)> = match &self.upper {
+            Some((Source::Path(u), Source::Path(w))) => vec![("upperdir", u.clone()), ("workdir", w.clone())],
+            _ => Vec::new(),
+        };
+        let mut tree = self.make()?;
+        if !held.is_empty() {
+            let identified = held.into_iter().filter_map(|(key, path)| {
+                let st =
+                    rustix::fs::statx(CWD, &path, rustix::fs::AtFlags::empty(), rustix::fs::StatxFlags::INO).ok()?;
+                Some((key, path, ((st.stx_dev_major, st.stx_dev_minor), st.stx_ino)))
+            });
+            tree.hold(live::Held::new(identified));
+        }
+        Ok(tree)
+    }
+
+    /// [`mount`](Self::mount) without recording the upper as held: for a tree attached at once.
+    fn make(mut self) -> Result<DetachedTree> {
         let features = self.the_features().clone();
         let strategy = self.strategy_for(&features)?;
         for o in &self.options {
@@ -633,7 +658,7 @@ impl Overlay {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn mount_at(self, target: impl AsRef<Path>) -> Result<MountGuard> {
-        self.mount()?.attach(target)
+        self.make()?.attach(target)
     }
 
     /// Compose with `strategy`: the fast path, or a fallback in a staging directory of its own.
