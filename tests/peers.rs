@@ -266,13 +266,10 @@ fn a_live_overlays_upper_or_work_is_refused_as_a_layer() {
                 ("upper is the live upper", &|| Overlay::new().lower(p("l1")).upper(p("u"), p("w2")), "live"),
                 ("upper with a comma", &|| Overlay::new().lower(p("l2")).upper(p("u,1 x"), p("w2")), "odd"),
             ];
-            let listed = layermount::Features::get().clone();
-            let mut from_mountinfo = listed.clone();
-            from_mountinfo.statmount_options = false;
+            let readers = both_readers();
             for (name, make, at) in cases {
                 for s in all.iter().copied() {
-                    for f in [&listed, &from_mountinfo] {
-                        let how = if f.statmount_options { "statmount" } else { "mountinfo" };
+                    for (how, f) in &readers {
                         let o = make().features(f.clone()).strategy(s).staging_dir(scratch.join("stage"));
                         let err = match o.mount() {
                             Ok(_) => panic!("{live}/{s}/{how} {name}: mounted"),
@@ -309,11 +306,8 @@ fn a_live_upper_away_when_first_seen_is_refused_once_back() {
         for d in ["l1", "l2", "u", "w", "u2", "w2"] {
             fs::create_dir_all(p(d)).unwrap();
         }
-        let listed = layermount::Features::get().clone();
-        let mut from_mountinfo = listed.clone();
-        from_mountinfo.statmount_options = false;
-        for f in [listed, from_mountinfo] {
-            let how = if f.statmount_options { "statmount" } else { "mountinfo" };
+        let readers = both_readers();
+        for (how, f) in readers {
             let live = Overlay::new().lower(p("l1")).upper(p("u"), p("w")).mount_at(p("live")).unwrap();
             fs::rename(p("u"), p("u.away")).unwrap();
             // Any compose looks at the live overlays: this is the first that sees `live`.
@@ -339,22 +333,22 @@ fn an_upper_is_refused_while_each_of_its_overlays_lives() {
         for d in ["l1", "l2", "u", "w"] {
             fs::create_dir(p(d)).unwrap();
         }
-        let listed = layermount::Features::get().clone();
-        let mut from_mountinfo = listed.clone();
-        from_mountinfo.statmount_options = false;
+        let readers = both_readers();
         let compose =
             |f: &layermount::Features| Overlay::new().features(f.clone()).lower(p("u")).lower(p("l2")).mount();
         for round in 0..3 {
             let live = Overlay::new().lower(p("l1")).upper(p("u"), p("w")).mount_at(p("live")).unwrap();
-            for f in [&listed, &from_mountinfo] {
+            for (how, f) in &readers {
                 match compose(f) {
-                    Ok(_) => panic!("round {round}: the live upper was mounted as a lower"),
-                    Err(e) => assert_eq!(e.kind(), ErrorKind::InvalidOverlay(OverlayProblem::InUse), "{round}: {e}"),
+                    Ok(_) => panic!("round {round}/{how}: the live upper was mounted as a lower"),
+                    Err(e) => {
+                        assert_eq!(e.kind(), ErrorKind::InvalidOverlay(OverlayProblem::InUse), "{round}/{how}: {e}")
+                    }
                 }
             }
             live.unmount().unwrap();
-            for f in [&listed, &from_mountinfo] {
-                drop(compose(f).unwrap_or_else(|e| panic!("round {round}: refused with no overlay live: {e}")));
+            for (how, f) in &readers {
+                drop(compose(f).unwrap_or_else(|e| panic!("round {round}/{how}: refused with no overlay live: {e}")));
             }
         }
     });
@@ -374,9 +368,7 @@ fn a_detached_overlays_upper_is_refused_while_held() {
         for d in ["l1", "l2", "u", "w", "u2", "w2"] {
             fs::create_dir(p(d)).unwrap();
         }
-        let listed = layermount::Features::get().clone();
-        let mut from_mountinfo = listed.clone();
-        from_mountinfo.statmount_options = false;
+        let readers = both_readers();
         let cases: [(&str, &dyn Fn() -> Overlay); 3] = [
             ("as a lower", &|| Overlay::new().lower(p("u")).lower(p("l2"))),
             ("as an upper", &|| Overlay::new().lower(p("l2")).upper(p("u"), p("w2"))),
@@ -385,13 +377,15 @@ fn a_detached_overlays_upper_is_refused_while_held() {
         let refused = |when: &str| {
             for (name, make) in &cases {
                 for s in all.iter().copied() {
-                    for f in [&listed, &from_mountinfo] {
+                    for (how, f) in &readers {
                         let o = make().features(f.clone()).strategy(s).staging_dir(scratch.join("stage"));
                         match o.mount() {
-                            Ok(_) => panic!("{when}, {s}: the held upper was taken {name}"),
-                            Err(e) => {
-                                assert_eq!(e.kind(), ErrorKind::InvalidOverlay(OverlayProblem::InUse), "{when}: {e}")
-                            }
+                            Ok(_) => panic!("{when}, {s}/{how}: the held upper was taken {name}"),
+                            Err(e) => assert_eq!(
+                                e.kind(),
+                                ErrorKind::InvalidOverlay(OverlayProblem::InUse),
+                                "{when}, {s}/{how}: {e}"
+                            ),
                         }
                     }
                 }
@@ -424,6 +418,15 @@ fn a_detached_overlays_upper_is_refused_while_held() {
             accepted(&format!("dropped ({s})"));
         }
     });
+}
+
+/// The probed features, and the same with `statmount_options` off, each with its name: the in-use check through
+/// `listmount`/`statmount` (where the kernel has them) and through `mountinfo`.
+fn both_readers() -> [(&'static str, layermount::Features); 2] {
+    let listed = layermount::Features::get().clone();
+    let mut from_mountinfo = listed.clone();
+    from_mountinfo.statmount_options = false;
+    [(if listed.statmount_options { "statmount" } else { "mountinfo" }, listed), ("mountinfo", from_mountinfo)]
 }
 
 /// Make the syscalls numbered `nrs` fail with `errno` in the calling thread (and threads it starts) from now on, as a
@@ -494,9 +497,7 @@ fn a_live_upper_with_escaped_bytes_in_its_name_is_refused() {
     privileged(name, move |scratch| {
         let uppers: [&[u8]; 5] = [b"b\\x", b"c\\,d=e", b"t\tn\nl", b"\xff\xfe", b"z\\"];
         fs::create_dir(scratch.join("l")).unwrap();
-        let listed = layermount::Features::get().clone();
-        let mut from_mountinfo = listed.clone();
-        from_mountinfo.statmount_options = false;
+        let readers = both_readers();
         for live in all.iter().copied() {
             for (i, u) in uppers.iter().enumerate() {
                 let dir = |b: &[u8]| scratch.join(format!("{live}-{i}")).join(OsStr::from_bytes(b));
@@ -513,8 +514,7 @@ fn a_live_upper_with_escaped_bytes_in_its_name_is_refused() {
                     .staging_dir(scratch.join("stage"))
                     .mount_at(dir(b"m"))
                     .unwrap_or_else(|e| panic!("{what}: {e}"));
-                for f in [&listed, &from_mountinfo] {
-                    let how = if f.statmount_options { "statmount" } else { "mountinfo" };
+                for (how, f) in &readers {
                     match Overlay::new().features(f.clone()).lower(&upper).lower(scratch.join("l")).mount() {
                         Ok(_) => panic!("{what}/{how}: the live upper was mounted as a lower"),
                         Err(e) => {
