@@ -5,8 +5,12 @@
 //! This is read on every compose, so it is made cheap where the kernel allows: from Linux 6.11 (`listmount(2)` and
 //! `statmount(2)` with the filesystem's options) the namespace's mounts are listed by their never-reused ids and
 //! each id is looked at once in the process's life (is it an overlay; if so, which upper and work): a compose then
-//! costs one `listmount` however many mounts there are. Before, the whole `mountinfo` is read and its overlay lines
-//! parsed each time.
+//! costs one `listmount` (about 40 ns per mount in the namespace, 2 µs for 22) instead of the kernel formatting
+//! every mount's `mountinfo` line (about 1.07 µs each), which is what older kernels (or a seccomp filter refusing
+//! the calls) still pay.
+//!
+//! Overlays this process made with `Overlay::mount` and still holds detached are in no mount table: their upper and
+//! work are recorded ([`Held`]) while their tree lives, and refused the same way.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
