@@ -179,14 +179,18 @@ pub struct MountTable {
     mounts: Vec<MountInfo>,
 }
 
+/// `statx` flags for `name` under a dirfd, not following a symlink at its end (empty: the dirfd itself).
+fn nofollow(name: &Path) -> AtFlags {
+    match name.as_os_str().is_empty() {
+        true => AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+        false => AtFlags::SYMLINK_NOFOLLOW,
+    }
+}
+
 /// The id of the mount `path` is on, as `statx(STATX_MNT_ID)` reports it (symlinks in the last component are not
 /// followed).
 pub(crate) fn mount_id_of(dirfd: impl std::os::fd::AsFd, name: &Path) -> rustix::io::Result<u64> {
-    let flags = if name.as_os_str().is_empty() {
-        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW
-    } else {
-        AtFlags::SYMLINK_NOFOLLOW
-    };
+    let flags = nofollow(name);
     let st = rustix::fs::statx(dirfd, name, flags, StatxFlags::MNT_ID)?;
     if st.stx_mask & StatxFlags::MNT_ID.bits() == 0 {
         return Err(rustix::io::Errno::NOSYS);
@@ -209,22 +213,14 @@ pub(crate) struct MountIdentity {
 /// The never-reused id of the mount `name` (under `dirfd`; empty: `dirfd` itself) is on, where the kernel has one
 /// (Linux 6.8); symlinks are not followed.
 pub(crate) fn mount_id_unique(dirfd: impl std::os::fd::AsFd, name: &Path) -> rustix::io::Result<Option<u64>> {
-    let flags = if name.as_os_str().is_empty() {
-        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW
-    } else {
-        AtFlags::SYMLINK_NOFOLLOW
-    };
+    let flags = nofollow(name);
     let st = rustix::fs::statx(dirfd, name, flags, StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE))?;
     Ok((st.stx_mask & STATX_MNT_ID_UNIQUE != 0).then_some(st.stx_mnt_id))
 }
 
 /// The identity of the mount `name` (under `dirfd`; empty: `dirfd` itself) is on; symlinks are not followed.
 pub(crate) fn mount_identity(dirfd: impl std::os::fd::AsFd, name: &Path) -> rustix::io::Result<MountIdentity> {
-    let flags = if name.as_os_str().is_empty() {
-        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW
-    } else {
-        AtFlags::SYMLINK_NOFOLLOW
-    };
+    let flags = nofollow(name);
     let dirfd = dirfd.as_fd();
     let st = rustix::fs::statx(dirfd, name, flags, StatxFlags::MNT_ID)?;
     if st.stx_mask & StatxFlags::MNT_ID.bits() == 0 {

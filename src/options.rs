@@ -12,9 +12,10 @@
 //! Options are bytes: a path need not be UTF-8. Every function here is the inverse of another, which the property
 //! tests check with commas, colons, backslashes, newlines and non-UTF-8 bytes in paths.
 
+use std::borrow::Cow;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -24,12 +25,28 @@ fn spec_error(detail: impl Into<String>) -> Error {
 
 /// Append `path` to `out` with `\`, `:` and `,` escaped by a backslash.
 pub(crate) fn escape_path_into(path: &OsStr, out: &mut Vec<u8>) {
+    escape_into(path, b"\\:,", out);
+}
+
+/// Append `path` to `out` with each byte of `special` escaped by a backslash.
+fn escape_into(path: &OsStr, special: &[u8], out: &mut Vec<u8>) {
     for &b in path.as_bytes() {
-        if matches!(b, b'\\' | b':' | b',') {
+        if special.contains(&b) {
             out.push(b'\\');
         }
         out.push(b);
     }
+}
+
+/// `path` as an `upperdir` or `workdir` string for `fsconfig`: overlay removes one level of backslash escapes from
+/// those (not from `lowerdir+` or `datadir+`), so each backslash is doubled.
+pub(crate) fn upper_string(path: &Path) -> Cow<'_, Path> {
+    if !path.as_os_str().as_bytes().contains(&b'\\') {
+        return Cow::Borrowed(path);
+    }
+    let mut out = Vec::with_capacity(path.as_os_str().len() + 8);
+    escape_into(path.as_os_str(), b"\\", &mut out);
+    Cow::Owned(PathBuf::from(OsString::from_vec(out)))
 }
 
 /// Remove one level of backslash escapes. A backslash at the very end escapes nothing: an error, never dropped.

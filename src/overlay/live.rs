@@ -74,12 +74,7 @@ fn unescape_overlay(path: &Path) -> Option<PathBuf> {
     if !bytes.contains(&b'\\') {
         return None;
     }
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut it = bytes.iter();
-    while let Some(&b) = it.next() {
-        out.push(if b == b'\\' { it.next().copied().unwrap_or(b) } else { b });
-    }
-    Some(PathBuf::from(OsString::from_vec(out)))
+    crate::options::unescape(bytes).ok().map(|plain| PathBuf::from(OsString::from_vec(plain)))
 }
 
 /// The upper and work directories of the live overlays of this mount namespace, identified by `statx`.

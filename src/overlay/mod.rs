@@ -988,7 +988,7 @@ impl Overlay {
             .iter()
             .zip(&paths)
             .map(|(r, p)| match r.role {
-                Role::Upper | Role::Work => upper_string(p),
+                Role::Upper | Role::Work => options::upper_string(p),
                 _ => Cow::Borrowed(p.as_path()),
             })
             .collect();
@@ -1065,23 +1065,6 @@ impl Overlay {
         tree.set_attrs(self.attrs, MountAttrs::RDONLY - self.attrs)?;
         Ok(tree)
     }
-}
-
-/// `path` as an `upperdir` or `workdir` string: overlay removes one level of backslash escapes from those (not from
-/// `lowerdir+` or `datadir+`), so each backslash is doubled.
-fn upper_string(path: &Path) -> Cow<'_, Path> {
-    let b = path.as_os_str().as_bytes();
-    if !b.contains(&b'\\') {
-        return Cow::Borrowed(path);
-    }
-    let mut out = Vec::with_capacity(b.len() + 8);
-    for &c in b {
-        if c == b'\\' {
-            out.push(c);
-        }
-        out.push(c);
-    }
-    Cow::Owned(PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out)))
 }
 
 /// True for an absolute path with no `..` component: usable as it is (checked on bytes, without `Path` parsing).
